@@ -1,0 +1,59 @@
+import { createElement, insertOrdered, removeElement } from '../xml/edit.js';
+import { OS_ORDER } from '../domain/libvirt-order.js';
+import { isUefiLoader } from '../domain/firmware.js';
+import type { Rule, RuleContext } from './types.js';
+import type { XmlElement } from '../xml/xmlapi.js';
+
+const BIOS_WARNING =
+  'the guest was set up for BIOS and now boots via UEFI: its OS must be able to boot via UEFI (a BIOS/MBR install will not boot)';
+
+/** OVMF ships CODE and VARS files side by side: OVMF_CODE_4M.fd pairs with OVMF_VARS_4M.fd. */
+function varsTemplateFor(code: string): string | undefined {
+  const i = code.lastIndexOf('CODE');
+  return i < 0 ? undefined : code.slice(0, i) + 'VARS' + code.slice(i + 4);
+}
+
+function explicitLoader(ctx: RuleContext, os: XmlElement, path: string): void {
+  const loader = os.first('loader');
+  const wasUefi = os.attr('firmware') === 'efi' || isUefiLoader(loader);
+  if (os.attr('firmware') !== undefined) {
+    // An explicit loader replaces auto-selection; keeping both would let libvirt pick another one.
+    os.removeAttr('firmware');
+    ctx.change("removed <os firmware>: --firmware gives the loader explicitly");
+  }
+  if (!loader) {
+    insertOrdered(os, createElement('loader', [['readonly', 'yes'], ['type', 'pflash']], path), OS_ORDER);
+    ctx.change(`added <loader readonly='yes' type='pflash'>${path}</loader>: SEV guests boot with OVMF`);
+  } else {
+    let changed = loader.setText(path);
+    changed = loader.setAttr('readonly', 'yes') || changed;
+    changed = loader.setAttr('type', 'pflash') || changed;
+    if (changed) ctx.change(`<loader> set to read-only pflash ${path}: SEV guests boot with OVMF`);
+  }
+  if (!os.first('nvram')) {
+    const name = ctx.domain.first('name')?.text().trim() || 'guest';
+    const template = varsTemplateFor(path);
+    const attrs: Array<[string, string]> = template ? [['template', template]] : [];
+    insertOrdered(os, createElement('nvram', attrs, `/var/lib/libvirt/qemu/nvram/${name}_VARS.fd`), OS_ORDER);
+    ctx.change('added <nvram>: a pflash OVMF keeps its UEFI variables there');
+  }
+  if (!wasUefi) ctx.warn(BIOS_WARNING);
+}
+
+export const firmwareUefi: Rule = {
+  name: 'firmware-uefi',
+  description: 'boots the guest with UEFI (OVMF), the only firmware that can launch an SEV guest',
+  apply(ctx) {
+    const os = ctx.domain.first('os')!;
+    if (ctx.options.firmware !== 'auto') return explicitLoader(ctx, os, ctx.options.firmware);
+    const loader = os.first('loader');
+    if (os.attr('firmware') === 'efi' || isUefiLoader(loader)) return;
+    if (loader) {
+      removeElement(loader);
+      ctx.change(`removed the BIOS <loader>${loader.text().trim()}</loader>: SEV needs OVMF`);
+    }
+    os.setAttr('firmware', 'efi');
+    ctx.change("set <os firmware='efi'>: SEV only works with OVMF; libvirt picks a firmware that lists 'amd-sev'");
+    ctx.warn(BIOS_WARNING);
+  },
+};

@@ -1,0 +1,21 @@
+import { removeElement } from '../xml/edit.js';
+import { devicesOf, diskBus, diskDevice, moveDiskToVirtioScsi } from '../domain/devices.js';
+import type { Rule } from './types.js';
+
+export const ideToVirtioScsi: Rule = {
+  name: 'ide-to-virtio-scsi',
+  description: 'moves IDE CD-ROMs and disks to virtio-scsi (q35 has no IDE)',
+  apply(ctx) {
+    const devices = devicesOf(ctx.domain);
+    for (const disk of devices.elements('disk')) {
+      if (diskBus(disk) !== 'ide') continue;
+      const moved = moveDiskToVirtioScsi(devices, disk, (what) => ctx.change(`${what}: IDE devices need a new home`));
+      ctx.change(`IDE ${diskDevice(disk)} ${moved}: q35 has no IDE bus`);
+    }
+    for (const ctrl of devices.elements('controller')) {
+      if (ctrl.attr('type') !== 'ide') continue;
+      removeElement(ctrl);
+      ctx.change('removed the IDE controller: q35 has none');
+    }
+  },
+};

@@ -1,0 +1,61 @@
+// Runs the preset over one domain document.
+
+import { readXml } from './xml/read.js';
+import { XmlInputError } from './xml/errors.js';
+import type { XmlDocument } from './xml/xmlapi.js';
+import { fail } from './failure.js';
+import { findTag } from './domain/tag.js';
+import { PRESET } from './rules/index.js';
+import type { HostFacts, Rule, TransformOptions } from './rules/types.js';
+
+export interface Change {
+  rule: string;
+  message: string;
+}
+
+export interface TransformResult {
+  /** The converted document, or the input itself when nothing applied. */
+  output: string;
+  /** False when the domain was left alone because it carries no tag. */
+  converted: boolean;
+  changes: Change[];
+  warnings: string[];
+}
+
+/** Parses a domain document; any problem becomes a bad-input failure. */
+export function readDomain(text: string, what = 'input'): XmlDocument {
+  let doc: XmlDocument;
+  try {
+    doc = readXml(text, what);
+  } catch (e: unknown) {
+    if (e instanceof XmlInputError) fail({ kind: 'bad-input', message: e.message });
+    throw e;
+  }
+  if (doc.root.name !== 'domain') fail({ kind: 'bad-input', message: `${what}: root element is <${doc.root.name}>, not <domain>` });
+  return doc;
+}
+
+export function transformDomain(
+  input: string,
+  options: TransformOptions,
+  host: HostFacts,
+  opts: { all?: boolean; rules?: readonly Rule[] } = {},
+): TransformResult {
+  const doc = readDomain(input);
+  const domain = doc.root;
+  const tag = findTag(domain);
+  if (!tag && !opts.all) return { output: input, converted: false, changes: [], warnings: [] };
+  const changes: Change[] = [];
+  const warnings: string[] = [];
+  for (const rule of opts.rules ?? PRESET) {
+    rule.apply({
+      domain,
+      tag,
+      options,
+      host,
+      change: (message) => changes.push({ rule: rule.name, message }),
+      warn: (message) => warnings.push(message),
+    });
+  }
+  return { output: changes.length ? doc.toString() : input, converted: true, changes, warnings };
+}

@@ -1,0 +1,341 @@
+// A lossless XML tree for libvirt domain documents.
+//
+// Every byte of the input is kept in the tree (raw attribute text, the
+// whitespace inside tags, comments, the prolog), so serialising an unchanged
+// tree gives the input back byte for byte and an edit touches only the bytes it
+// must. fast-xml-parser's tree cannot do that (it keeps no source text), so it
+// checks well-formedness first (see ./read.ts) and this module keeps the bytes.
+
+import { XmlInputError } from './errors.js';
+
+export type XmlNode = XmlElement | XmlText | XmlRaw;
+
+/** Character data; `raw` is exactly what the source had (entities not decoded). */
+export class XmlText {
+  readonly kind = 'text';
+  parent: XmlElement | null = null;
+  constructor(public raw: string) {}
+  get value(): string {
+    return decodeEntities(this.raw);
+  }
+  isWhitespace(): boolean {
+    return /^[ \t\r\n]*$/.test(this.raw);
+  }
+}
+
+/** Comments, CDATA sections, processing instructions and the XML declaration, kept verbatim. */
+export class XmlRaw {
+  readonly kind = 'raw';
+  parent: XmlElement | null = null;
+  constructor(public raw: string) {}
+}
+
+export interface XmlAttr {
+  name: string;
+  value: string;
+  /** Source text of the attribute including the whitespace before it. */
+  raw: string;
+}
+
+export class XmlElement {
+  readonly kind = 'element';
+  parent: XmlElement | null = null;
+  children: XmlNode[] = [];
+  attrs: XmlAttr[] = [];
+  /** Whitespace between the last attribute and `>` or `/>`. */
+  startTail = '';
+  /** Source of the end tag (`</name>`), or null when written self-closing. */
+  endRaw: string | null = null;
+  /** Created by this program: formatted on insertion. */
+  fresh = false;
+  /** Quote used for attributes this program writes. */
+  quote: "'" | '"' = "'";
+
+  constructor(public name: string) {}
+
+  attr(name: string): string | undefined {
+    for (const a of this.attrs) if (a.name === name) return a.value;
+    return undefined;
+  }
+
+  /** Sets an attribute; returns true when the document changed. */
+  setAttr(name: string, value: string): boolean {
+    const existing = this.attrs.find((a) => a.name === name);
+    if (existing) {
+      if (existing.value === value) return false;
+      const lead = /^\s*/.exec(existing.raw)?.[0] ?? ' ';
+      existing.value = value;
+      existing.raw = `${lead}${name}=${this.quoteValue(value)}`;
+      return true;
+    }
+    this.attrs.push({ name, value, raw: ` ${name}=${this.quoteValue(value)}` });
+    return true;
+  }
+
+  removeAttr(name: string): boolean {
+    const i = this.attrs.findIndex((a) => a.name === name);
+    if (i < 0) return false;
+    this.attrs.splice(i, 1);
+    return true;
+  }
+
+  private quoteValue(value: string): string {
+    return this.quote + escapeAttr(value, this.quote) + this.quote;
+  }
+
+  /** Child elements, optionally only those with the given name. */
+  elements(name?: string): XmlElement[] {
+    const out: XmlElement[] = [];
+    for (const c of this.children) if (c.kind === 'element' && (name === undefined || c.name === name)) out.push(c);
+    return out;
+  }
+
+  first(name: string): XmlElement | undefined {
+    for (const c of this.children) if (c.kind === 'element' && c.name === name) return c;
+    return undefined;
+  }
+
+  /** Decoded character data directly inside this element (CDATA included). */
+  text(): string {
+    let s = '';
+    for (const c of this.children) {
+      if (c.kind === 'text') s += c.value;
+      else if (c.kind === 'raw' && c.raw.startsWith('<![CDATA[')) s += c.raw.slice(9, -3);
+    }
+    return s;
+  }
+
+  /** Replaces the content with text; returns true when the document changed. */
+  setText(value: string): boolean {
+    if (this.elements().length === 0 && this.text() === value) return false;
+    const t = new XmlText(escapeText(value));
+    t.parent = this;
+    this.children = [t];
+    return true;
+  }
+
+  /** Path from the root, for messages: `domain/devices/disk[2]`. */
+  path(): string {
+    const parts: string[] = [];
+    let el: XmlElement | null = this;
+    while (el) {
+      const p: XmlElement | null = el.parent;
+      if (p) {
+        const same = p.elements(el.name);
+        parts.unshift(same.length > 1 ? `${el.name}[${same.indexOf(el) + 1}]` : el.name);
+      } else parts.unshift(el.name);
+      el = p;
+    }
+    return parts.join('/');
+  }
+
+  /** Namespace URI bound to a prefix ('' for the default namespace) in scope here. */
+  namespaceOf(prefix: string): string | undefined {
+    const key = prefix === '' ? 'xmlns' : `xmlns:${prefix}`;
+    for (let el: XmlElement | null = this; el; el = el.parent) {
+      const v = el.attr(key);
+      if (v !== undefined) return v;
+    }
+    return undefined;
+  }
+
+  /** This element's namespace URI and local name. */
+  qname(): { uri: string | undefined; local: string } {
+    const i = this.name.indexOf(':');
+    const prefix = i < 0 ? '' : this.name.slice(0, i);
+    return { uri: this.namespaceOf(prefix), local: i < 0 ? this.name : this.name.slice(i + 1) };
+  }
+
+  /** Start tag as it would be written. */
+  startTag(): string {
+    return `<${this.name}${this.attrs.map((a) => a.raw).join('')}${this.startTail}`;
+  }
+}
+
+export class XmlDocument {
+  constructor(
+    /** Everything before the root element (declaration, comments, whitespace). */
+    public prolog: XmlNode[],
+    public root: XmlElement,
+    public epilog: XmlNode[],
+  ) {}
+
+  toString(): string {
+    const parts: string[] = [];
+    for (const n of this.prolog) writeNode(n, parts);
+    writeNode(this.root, parts);
+    for (const n of this.epilog) writeNode(n, parts);
+    return parts.join('');
+  }
+}
+
+function writeNode(node: XmlNode, out: string[]): void {
+  if (node.kind !== 'element') {
+    out.push(node.raw);
+    return;
+  }
+  out.push(node.startTag());
+  if (node.children.length === 0 && (node.endRaw === null || node.fresh)) {
+    out.push('/>');
+    return;
+  }
+  out.push('>');
+  for (const c of node.children) writeNode(c, out);
+  out.push(node.endRaw ?? `</${node.name}>`);
+}
+
+// ---------------------------------------------------------------- parsing
+
+/** Deepest nesting accepted; libvirt domains nest about 8 deep. */
+export const MAX_DEPTH = 256;
+
+const NAME = /[A-Za-z_:][-A-Za-z0-9_:.]*/y;
+const WS = /[ \t\r\n]*/y;
+
+export function parseXml(src: string): XmlDocument {
+  const prolog: XmlNode[] = [];
+  const epilog: XmlNode[] = [];
+  let root: XmlElement | null = null;
+  const stack: XmlElement[] = [];
+  let i = 0;
+  const n = src.length;
+
+  const fail = (msg: string, at: number): never => {
+    const line = src.slice(0, at).split('\n').length;
+    throw new XmlInputError(`${msg} (line ${line})`);
+  };
+  const add = (node: XmlNode): void => {
+    const top = stack[stack.length - 1];
+    if (top) {
+      node.parent = top;
+      top.children.push(node);
+    } else if (node.kind === 'text' && !node.isWhitespace()) {
+      fail('text outside the root element', i);
+    } else (root ? epilog : prolog).push(node);
+  };
+
+  while (i < n) {
+    const lt = src.indexOf('<', i);
+    if (lt !== i) {
+      const end = lt < 0 ? n : lt;
+      add(new XmlText(src.slice(i, end)));
+      i = end;
+      continue;
+    }
+    if (src.startsWith('<!--', i)) {
+      const end = src.indexOf('-->', i + 4);
+      if (end < 0) fail('unterminated comment', i);
+      add(new XmlRaw(src.slice(i, end + 3)));
+      i = end + 3;
+    } else if (src.startsWith('<![CDATA[', i)) {
+      if (stack.length === 0) fail('CDATA outside the root element', i);
+      const end = src.indexOf(']]>', i + 9);
+      if (end < 0) fail('unterminated CDATA section', i);
+      add(new XmlRaw(src.slice(i, end + 3)));
+      i = end + 3;
+    } else if (src.startsWith('<?', i)) {
+      const end = src.indexOf('?>', i + 2);
+      if (end < 0) fail('unterminated processing instruction', i);
+      add(new XmlRaw(src.slice(i, end + 2)));
+      i = end + 2;
+    } else if (src.startsWith('<!', i)) {
+      fail('DOCTYPE and entity declarations are refused', i);
+    } else if (src.startsWith('</', i)) {
+      NAME.lastIndex = i + 2;
+      const m = NAME.exec(src);
+      if (!m) fail('malformed end tag', i);
+      const name = m![0];
+      WS.lastIndex = NAME.lastIndex;
+      WS.exec(src);
+      if (src[WS.lastIndex] !== '>') fail(`malformed end tag </${name}>`, i);
+      const top = stack.pop();
+      if (!top || top.name !== name) fail(`end tag </${name}> does not match <${top?.name ?? ''}>`, i);
+      top!.endRaw = src.slice(i, WS.lastIndex + 1);
+      i = WS.lastIndex + 1;
+    } else {
+      NAME.lastIndex = i + 1;
+      const m = NAME.exec(src);
+      if (!m) fail('malformed start tag', i);
+      if (stack.length === 0 && root) fail('more than one root element', i);
+      const el = new XmlElement(m![0]);
+      let p = NAME.lastIndex;
+      let selfClosing = false;
+      for (;;) {
+        WS.lastIndex = p;
+        WS.exec(src);
+        const wsEnd = WS.lastIndex;
+        const c = src[wsEnd];
+        if (c === '>' || (c === '/' && src[wsEnd + 1] === '>')) {
+          el.startTail = src.slice(p, wsEnd);
+          selfClosing = c === '/';
+          p = selfClosing ? wsEnd + 2 : wsEnd + 1;
+          break;
+        }
+        if (wsEnd === p) fail(`malformed start tag <${el.name}>`, i);
+        NAME.lastIndex = wsEnd;
+        const an = NAME.exec(src);
+        if (!an) fail(`malformed attribute in <${el.name}>`, wsEnd);
+        const aname = an![0];
+        WS.lastIndex = NAME.lastIndex;
+        WS.exec(src);
+        if (src[WS.lastIndex] !== '=') fail(`attribute ${aname} of <${el.name}> has no value`, wsEnd);
+        WS.lastIndex += 1;
+        WS.exec(src);
+        const q = src[WS.lastIndex];
+        if (q !== '"' && q !== "'") fail(`attribute ${aname} of <${el.name}> is not quoted`, wsEnd);
+        const vstart = WS.lastIndex + 1;
+        const vend = src.indexOf(q!, vstart);
+        if (vend < 0) fail(`unterminated attribute ${aname} of <${el.name}>`, wsEnd);
+        const rawValue = src.slice(vstart, vend);
+        if (rawValue.includes('<')) fail(`attribute ${aname} of <${el.name}> contains '<'`, wsEnd);
+        if (el.attrs.some((a) => a.name === aname)) fail(`duplicate attribute ${aname} in <${el.name}>`, wsEnd);
+        el.attrs.push({ name: aname, value: decodeEntities(rawValue), raw: src.slice(p, vend + 1) });
+        p = vend + 1;
+      }
+      // Attributes this program adds use the quote the element (else the document) already uses.
+      const firstAttr = el.attrs[0];
+      if (firstAttr) el.quote = firstAttr.raw.endsWith('"') ? '"' : "'";
+      else if (root) el.quote = root.quote;
+      if (stack.length === 0) root = el;
+      else add(el);
+      if (!selfClosing) {
+        // Replaced by the source's own end tag when it is read.
+        el.endRaw = `</${el.name}>`;
+        stack.push(el);
+        if (stack.length > MAX_DEPTH) fail(`elements nest deeper than ${MAX_DEPTH} levels`, i);
+      }
+      i = p;
+    }
+  }
+  if (stack.length > 0) fail(`<${stack[stack.length - 1]!.name}> is not closed`, n);
+  if (!root) throw new XmlInputError('no root element');
+  return new XmlDocument(prolog, root, epilog);
+}
+
+// ---------------------------------------------------------------- entities
+
+const NAMED: Record<string, string> = { lt: '<', gt: '>', amp: '&', quot: '"', apos: "'" };
+
+export function decodeEntities(raw: string): string {
+  if (!raw.includes('&')) return raw;
+  return raw.replace(/&(#x[0-9A-Fa-f]+|#[0-9]+|[A-Za-z][A-Za-z0-9]*);?/g, (whole, body: string) => {
+    if (!whole.endsWith(';')) throw new XmlInputError(`malformed entity reference '${whole}'`);
+    if (body.startsWith('#')) {
+      const code = body[1] === 'x' ? parseInt(body.slice(2), 16) : parseInt(body.slice(1), 10);
+      if (!Number.isFinite(code) || code > 0x10ffff) throw new XmlInputError(`bad character reference '${whole}'`);
+      return String.fromCodePoint(code);
+    }
+    const v = NAMED[body];
+    if (v === undefined) throw new XmlInputError(`undefined entity '&${body};'`);
+    return v;
+  });
+}
+
+export function escapeText(value: string): string {
+  return value.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+export function escapeAttr(value: string, quote: "'" | '"'): string {
+  const s = value.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+  return quote === "'" ? s.replace(/'/g, '&apos;') : s.replace(/"/g, '&quot;');
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Undoes setup.sh: removes the sevx-test-* domains and files, stops only the
+# daemons setup.sh started, unmounts hugetlbfs if setup.sh mounted it, and
+# removes the state. Idempotent. The patched capability cache and qemu.conf are
+# left in place (libvirt re-validates the cache on its own).
+set -euo pipefail
+
+URI=qemu:///system
+PREFIX=sevx-test-
+STATE_DIR=${SEVX_STATE_DIR:-/run/sev-xform-test}
+STATE=$STATE_DIR/started
+log() { echo "teardown.sh: $*" >&2; }
+[ "$(id -u)" = 0 ] || { echo "teardown.sh: ERROR: must run as root" >&2; exit 1; }
+
+started() { [ -f "$STATE" ] && grep -qxF "$1" "$STATE"; }
+
+# pid of the daemon that owns /run/NAME.pid, if it is alive and really NAME
+pidfile_pid() {
+  local name=$1 pid
+  [ -r "/run/$name.pid" ] || return 0
+  pid=$(tr -dc 0-9 <"/run/$name.pid")
+  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] && echo "$pid"
+  return 0
+}
+
+stop_pid() {
+  local name=$1 pid=$2
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || { log "stopped $name ($pid)"; return 0; }; sleep 0.1; done
+  log "$name ($pid) ignored SIGTERM for 15s, killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+removed=0
+# --- 1. test domains -------------------------------------------------------
+if [ -n "$(pidfile_pid libvirtd)" ] && virsh -c "$URI" version >/dev/null 2>&1; then
+  while read -r dom; do
+    [[ $dom == "$PREFIX"* ]] || continue
+    virsh -c "$URI" destroy "$dom" >/dev/null 2>&1 || true     # running or paused
+    if virsh -c "$URI" dominfo "$dom" >/dev/null 2>&1; then     # still defined
+      virsh -c "$URI" undefine "$dom" --nvram --managed-save --snapshots-metadata \
+            --checkpoints-metadata >/dev/null 2>&1 ||
+        virsh -c "$URI" undefine "$dom" --nvram --managed-save >/dev/null 2>&1 ||
+        virsh -c "$URI" undefine "$dom" >/dev/null 2>&1 ||
+        log "WARNING: could not undefine $dom"
+    fi
+    removed=$((removed + 1))
+  done < <(virsh -c "$URI" list --all --name 2>/dev/null)
+else
+  log "system libvirtd not running; no domains to undefine"
+fi
+
+# --- 2. files the tests leave behind ---------------------------------------
+rm -rf /tmp/"$PREFIX"* /var/lib/libvirt/qemu/nvram/"$PREFIX"* /var/lib/libvirt/qemu/save/"$PREFIX"*
+
+# --- 3. daemons and mounts that setup.sh started ----------------------------
+stopped=()
+for name in libvirtd virtlogd; do
+  started "$name" || continue
+  pid=$(pidfile_pid "$name")
+  if [ -n "$pid" ]; then stop_pid "$name" "$pid"; stopped+=("$name"); fi
+done
+if started hugetlbfs && grep -qE '^[^ ]+ /dev/hugepages hugetlbfs ' /proc/mounts; then
+  if umount /dev/hugepages; then stopped+=(hugetlbfs); else log "WARNING: could not unmount /dev/hugepages"; fi
+fi
+rm -rf "$STATE_DIR"
+
+echo "sev-xform test host torn down: removed $removed ${PREFIX}* domain(s); stopped: ${stopped[*]:-nothing}"
