@@ -17,7 +17,8 @@ export function buildParser(io: Io, done: { code?: Promise<number> }): Argv {
       done.code.catch(() => undefined); // awaited in main()
     });
   }
-  return y.strict().help().version(false).wrap(null);
+  // A repeated option takes its last value, as in most Unix tools, rather than becoming an array.
+  return y.parserConfiguration({ 'duplicate-arguments-array': false }).strict().help().version(false).wrap(null);
 }
 
 /** Runs the command line and returns the exit code; every failure is one stderr line. */

@@ -38,9 +38,11 @@ function leadingSpace(el: XmlElement): XmlText | undefined {
   return prev && prev.kind === 'text' && prev.isWhitespace() ? prev : undefined;
 }
 
+/** The last line break of `ws` (CRLF kept whole) and the indentation after it. */
 function lastLine(ws: string): string {
   const i = ws.lastIndexOf('\n');
-  return i < 0 ? ws : ws.slice(i);
+  if (i < 0) return ws;
+  return ws.slice(i > 0 && ws[i - 1] === '\r' ? i - 1 : i);
 }
 
 /** Indentation of an element: the text after the last newline before it. */

@@ -218,7 +218,15 @@ export function parseXml(src: string): XmlDocument {
     const lt = src.indexOf('<', i);
     if (lt !== i) {
       const end = lt < 0 ? n : lt;
-      add(new XmlText(src.slice(i, end)));
+      const raw = src.slice(i, end);
+      if (raw.includes('&')) {
+        try {
+          decodeEntities(raw);
+        } catch (e: unknown) {
+          fail((e as Error).message, i);
+        }
+      }
+      add(new XmlText(raw));
       i = end;
       continue;
     }

@@ -1,0 +1,46 @@
+// The whole test suite: build, unit and golden tests, then (as root) the
+// integration tests against a real libvirtd. Ends with "N passed, N failed".
+import { spawnSync } from 'node:child_process';
+
+const args = process.argv.slice(2);
+const unitOnly = args.includes('--unit-only');
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+
+function run(cmd, argv, env = {}) {
+  const r = spawnSync(cmd, argv, { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 256 * 1024 * 1024 });
+  process.stdout.write(r.stdout ?? '');
+  process.stderr.write(r.stderr ?? '');
+  return r;
+}
+
+/** Runs uvu over `dir` and adds its totals; a crash before totals counts as one failure. */
+function uvu(dir, env = {}) {
+  const r = run(process.execPath, ['--import', 'tsx', 'node_modules/uvu/bin.js', dir, '\\.test\\.ts$'], env);
+  const out = (r.stdout ?? '') + (r.stderr ?? '');
+  const total = /Total:\s+(\d+)/.exec(out);
+  const pass = /Passed:\s+(\d+)/.exec(out);
+  const skip = /Skipped:\s+(\d+)/.exec(out);
+  if (!total || !pass) {
+    console.error(`test: uvu ${dir} ended without totals (exit ${r.status})`);
+    failed += 1;
+    return;
+  }
+  passed += Number(pass[1]);
+  failed += Number(total[1]) - Number(pass[1]);
+  skipped += skip ? Number(skip[1]) : 0;
+  if (r.status !== 0 && Number(total[1]) === Number(pass[1])) failed += 1;
+}
+
+const build = run('node', ['scripts/build.mjs']);
+if (build.status !== 0) {
+  console.log('build failed');
+  console.log(`0 passed, 1 failed`);
+  process.exitCode = 1;
+} else {
+  uvu('test/unit');
+  if (!unitOnly) uvu('test/cli');
+  console.log(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+  process.exitCode = failed > 0 ? 1 : 0;
+}

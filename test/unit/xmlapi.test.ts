@@ -1,0 +1,57 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { parseXml } from '../../src/xml/xmlapi.js';
+import { createElement, insertOrdered, removeElement } from '../../src/xml/edit.js';
+
+test('an unchanged document serialises byte for byte', () => {
+  const src = `<?xml version="1.0"?>\n<!-- c -->\n<domain type="kvm"  id='1'>\n\t<name>a &amp; b</name>\n  <x a = "1" b='2' />\n  <![CDATA[<raw>]]>\n</domain >\n`;
+  assert.is(parseXml(src).toString(), src);
+});
+
+test('inserted elements take the indentation of their neighbours', () => {
+  const doc = parseXml(`<domain type='kvm'>\n    <name>x</name>\n    <devices>\n        <disk/>\n    </devices>\n</domain>\n`);
+  insertOrdered(doc.root, createElement('memtune', [], [createElement('hard_limit', [['unit', 'KiB']], '1')]), ['name', 'memtune', 'devices']);
+  assert.is(
+    doc.toString(),
+    `<domain type='kvm'>\n    <name>x</name>\n    <memtune>\n        <hard_limit unit='KiB'>1</hard_limit>\n    </memtune>\n    <devices>\n        <disk/>\n    </devices>\n</domain>\n`,
+  );
+});
+
+test('attributes added to a double-quoted document use double quotes', () => {
+  const doc = parseXml(`<domain type="kvm">\n  <os>\n    <type>hvm</type>\n  </os>\n</domain>`);
+  doc.root.first('os')!.setAttr('firmware', 'efi');
+  insertOrdered(doc.root.first('os')!, createElement('loader', [['readonly', 'yes']], '/x'), ['type', 'loader']);
+  assert.is(doc.toString(), `<domain type="kvm">\n  <os firmware="efi">\n    <type>hvm</type>\n    <loader readonly="yes">/x</loader>\n  </os>\n</domain>`);
+});
+
+test('a self-closing element that gains a child gets an end tag', () => {
+  const doc = parseXml(`<domain>\n  <features/>\n</domain>`);
+  insertOrdered(doc.root.first('features')!, createElement('acpi'), []);
+  assert.is(doc.toString(), `<domain>\n  <features>\n    <acpi/>\n  </features>\n</domain>`);
+});
+
+test('removing an element takes its leading whitespace', () => {
+  const doc = parseXml(`<domain>\n  <a/>\n  <b/>\n  <c/>\n</domain>`);
+  removeElement(doc.root.first('b')!);
+  assert.is(doc.toString(), `<domain>\n  <a/>\n  <c/>\n</domain>`);
+});
+
+test('one-line documents stay on one line', () => {
+  const doc = parseXml(`<domain><devices><disk/></devices></domain>`);
+  insertOrdered(doc.root, createElement('memtune'), ['memtune', 'devices']);
+  assert.is(doc.toString(), `<domain><memtune/><devices><disk/></devices></domain>`);
+});
+
+test('CRLF documents get CRLF line ends', () => {
+  const doc = parseXml(`<domain>\r\n  <devices>\r\n    <disk/>\r\n  </devices>\r\n</domain>`);
+  insertOrdered(doc.root.first('devices')!, createElement('controller', [['type', 'scsi']]), ['disk', 'controller']);
+  assert.is(doc.toString(), `<domain>\r\n  <devices>\r\n    <disk/>\r\n    <controller type='scsi'/>\r\n  </devices>\r\n</domain>`);
+});
+
+for (const bad of ['<a>', '<a></b>', '<a x="1" x="2"/>', '<a/><b/>', 'text', '<a>&bogus;</a>', '<!DOCTYPE a><a/>']) {
+  test(`malformed input is refused: ${bad}`, () => {
+    assert.throws(() => parseXml(bad));
+  });
+}
+
+test.run();
