@@ -11,6 +11,6 @@ export const bootDiskToVirtioScsi: Rule = {
     // virtio-blk's bounce buffers are too small to boot an SEV guest on kernels before 5.1.
     const moved = moveDiskToVirtioScsi(devices, disk, (what) => ctx.change(`${what}: the boot disk needs a virtio-scsi controller`));
     ctx.change(`boot disk ${moved}: an SEV guest cannot boot reliably from virtio-blk (bounce-buffer limits)`);
-    ctx.warn(`the boot disk is now ${disk.first('target')?.attr('dev')} on virtio-scsi: the guest needs a virtio-scsi driver (Windows: vioscsi) and must not name its root disk /dev/vdX in fstab or the boot loader`);
+    ctx.warn(`the boot disk is now ${disk.first('target')?.attr('dev')} on virtio-scsi: the guest needs a virtio-scsi driver (Windows: vioscsi) and must not name it /dev/vdX in fstab or its boot loader`);
   },
 };

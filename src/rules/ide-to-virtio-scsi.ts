@@ -11,6 +11,8 @@ export const ideToVirtioScsi: Rule = {
       if (diskBus(disk) !== 'ide') continue;
       const moved = moveDiskToVirtioScsi(devices, disk, (what) => ctx.change(`${what}: IDE devices need a new home`));
       ctx.change(`IDE ${diskDevice(disk)} ${moved}: q35 has no IDE bus`);
+      if (diskDevice(disk) === 'disk')
+        ctx.warn(`the IDE disk is now ${disk.first('target')?.attr('dev')} on virtio-scsi: the guest needs a virtio-scsi driver (Windows: vioscsi) to see it`);
     }
     for (const ctrl of devices.elements('controller')) {
       if (ctrl.attr('type') !== 'ide') continue;

@@ -73,10 +73,18 @@ export const memoryPinning: Rule = {
       hard.setAttr('unit', 'KiB');
       hard.setText(String(needed));
       ctx.change(`raised <memtune><hard_limit> from ${old} to ${needed} KiB: below guest RAM + video + 16 MiB the guest is killed`);
-      return;
+    } else {
+      const tune = memtune ?? ensureChild(domain, 'memtune', DOMAIN_ORDER);
+      insertOrdered(tune, createElement('hard_limit', [['unit', 'KiB']], String(needed)), MEMTUNE_ORDER);
+      ctx.change(`added <memtune><hard_limit unit='KiB'>${needed}</hard_limit>: SEV pages are pinned; guest RAM + video + 16 MiB for QEMU's ROMs and ACPI tables`);
     }
-    const tune = memtune ?? ensureChild(domain, 'memtune', DOMAIN_ORDER);
-    insertOrdered(tune, createElement('hard_limit', [['unit', 'KiB']], String(needed)), MEMTUNE_ORDER);
-    ctx.change(`added <memtune><hard_limit unit='KiB'>${needed}</hard_limit>: SEV pages are pinned; guest RAM + video + 16 MiB for QEMU's ROMs and ACPI tables`);
+    // libvirt refuses a hard_limit above swap_hard_limit.
+    const swap = domain.first('memtune')?.first('swap_hard_limit');
+    if (swap && sizeKiB(swap) < needed) {
+      const old = `${swap.text().trim()} ${swap.attr('unit') ?? 'KiB'}`;
+      swap.setAttr('unit', 'KiB');
+      swap.setText(String(needed));
+      ctx.change(`raised <memtune><swap_hard_limit> from ${old} to ${needed} KiB: libvirt requires it to be at least hard_limit`);
+    }
   },
 };
