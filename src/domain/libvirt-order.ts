@@ -44,11 +44,12 @@ export const DEVICE_CHILD_ORDER: Record<string, readonly string[]> = {
     'bandwidth', 'port', ...DEVICE_INFO,
   ],
   controller: ['model', 'target', 'driver', ...DEVICE_INFO],
-  memballoon: ['stats', 'driver', ...DEVICE_INFO],
+  // libvirt prints the virtio <driver> of these after their address.
+  memballoon: ['stats', ...DEVICE_INFO, 'driver'],
   rng: ['rate', 'backend', 'driver', ...DEVICE_INFO],
   video: ['driver', 'model', ...DEVICE_INFO],
   input: ['source', 'driver', ...DEVICE_INFO],
   filesystem: ['driver', 'binary', 'source', 'target', 'idmap', 'readonly', 'space_hard_limit', 'space_soft_limit', ...DEVICE_INFO],
-  vsock: ['cid', 'driver', ...DEVICE_INFO],
+  vsock: ['cid', ...DEVICE_INFO, 'driver'],
   crypto: ['backend', 'driver', ...DEVICE_INFO],
 };

@@ -54,6 +54,12 @@ export const firmwareUefi: Rule = {
     }
     os.setAttr('firmware', 'efi');
     ctx.change("set <os firmware='efi'>: SEV only works with OVMF; libvirt picks a firmware that lists 'amd-sev'");
+    // Left alone, libvirt picks a Secure Boot OVMF with Microsoft keys (seen on Debian 12),
+    // which refuses unsigned kernels a BIOS guest may boot today.
+    if (!os.first('firmware')) {
+      insertOrdered(os, createElement('firmware', [], [createElement('feature', [['enabled', 'no'], ['name', 'secure-boot']])]), OS_ORDER);
+      ctx.change("added <firmware><feature enabled='no' name='secure-boot'/>: the guest had no Secure Boot under BIOS, so keep it off");
+    }
     ctx.warn(BIOS_WARNING);
   },
 };

@@ -85,7 +85,7 @@ fi
 # of that exact name. Session daemons of other users (autostarted by their
 # virsh as `libvirtd --timeout=120`) are not ours and are never counted.
 daemon_pid() {
-  local name=$1 pid=""
+  local name=$1 pid="" f
   if [ -r "/run/$name.pid" ]; then
     pid=$(tr -dc 0-9 <"/run/$name.pid")
     if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ]; then
@@ -118,7 +118,7 @@ start_daemon() {
 stop_libvirtd() {
   local pid; pid=$(daemon_pid libvirtd)
   [ -n "$pid" ] || return 0
-  kill -TERM "$pid"
+  kill -TERM "$pid" 2>/dev/null || return 0
   for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
   log "libvirtd $pid ignored SIGTERM for 15s, killing it"
   kill -KILL "$pid" 2>/dev/null || true
@@ -159,7 +159,7 @@ sev_ok() {
 xpath() { xmllint --xpath "$1" - 2>/dev/null || true; }
 
 caps_file() {
-  grep -lF "<emulator>$EMULATOR</emulator>" "$CAPS_DIR"/*.xml 2>/dev/null | head -n1
+  { grep -lF "<emulator>$EMULATOR</emulator>" "$CAPS_DIR"/*.xml 2>/dev/null || true; } | head -n1
 }
 
 patch_caps() {

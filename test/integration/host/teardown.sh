@@ -51,7 +51,8 @@ else
 fi
 
 # --- 2. files the tests leave behind ---------------------------------------
-rm -rf /tmp/"$PREFIX"* /var/lib/libvirt/qemu/nvram/"$PREFIX"* /var/lib/libvirt/qemu/save/"$PREFIX"*
+rm -rf /tmp/"$PREFIX"* /var/lib/libvirt/qemu/nvram/"$PREFIX"* /var/lib/libvirt/qemu/save/"$PREFIX"* \
+       /var/lib/libvirt/images/"$PREFIX"*
 
 # --- 3. daemons and mounts that setup.sh started ----------------------------
 stopped=()
