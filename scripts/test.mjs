@@ -63,6 +63,13 @@ if (build.status !== 0) {
   console.log(`0 passed, 1 failed`);
   process.exitCode = 1;
 } else {
+  // Type errors in tests are failures too (the build checks only src/).
+  const typecheck = run(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.json', '--noEmit']);
+  if (typecheck.status === 0) passed += 1;
+  else {
+    console.error('typecheck: tsc -p tsconfig.json failed (above)');
+    failed += 1;
+  }
   uvu('test/unit');
   if (!unitOnly) {
     uvu('test/cli');

@@ -8,6 +8,18 @@ import type { Io } from './io.js';
 
 export type { Io };
 
+/** Positionals declared variadic (`<vm..>`, `[files..]`): the only values that may be arrays. */
+const VARIADIC = new Set(
+  COMMANDS.flatMap((c) => [c.command].flat()).flatMap((cmd) => [...cmd.matchAll(/[<[]([\w-]+)\.\.[>\]]/g)].map((m) => m[1]!)),
+);
+
+/** A repeated option takes its last value, as in most Unix tools, instead of becoming an array. */
+function lastValueWins(argv: Record<string, unknown>): void {
+  for (const [key, value] of Object.entries(argv)) {
+    if (key !== '_' && !VARIADIC.has(key) && Array.isArray(value)) argv[key] = value[value.length - 1];
+  }
+}
+
 /** Builds the parser; the chosen command's handler leaves its exit code in `done`. */
 export function buildParser(io: Io, done: { code?: Promise<number> }): Argv {
   let y = yargs().scriptName('sev-xform').usage('$0 [FILE]: turn a tagged libvirt domain into an AMD SEV guest');
@@ -17,8 +29,7 @@ export function buildParser(io: Io, done: { code?: Promise<number> }): Argv {
       done.code.catch(() => undefined); // awaited in main()
     });
   }
-  // A repeated option takes its last value, as in most Unix tools, rather than becoming an array.
-  return y.parserConfiguration({ 'duplicate-arguments-array': false }).strict().help().version(false).wrap(null);
+  return y.middleware(lastValueWins).strict().help().version(false).wrap(null);
 }
 
 /** Runs the command line and returns the exit code; every failure is one stderr line. */

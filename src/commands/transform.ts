@@ -1,10 +1,12 @@
 import type { Argv } from 'yargs';
 import { createTwoFilesPatch } from 'diff';
-import { FailureError } from '../failure.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { FailureError, renderFailure } from '../failure.js';
 import { transformDomain } from '../transform.js';
 import { hostFacts } from '../host/facts.js';
 import { defaultFirmwareDirs } from '../host/firmware.js';
-import type { MemoryPinning, TransformOptions } from '../rules/types.js';
+import type { HostFacts, MemoryPinning, TransformOptions } from '../rules/types.js';
 import type { Io } from '../io.js';
 import { readInput } from './input.js';
 import type { CommandSpec } from './types.js';
@@ -37,12 +39,37 @@ export function transformOptionsFrom(args: Record<string, unknown>): TransformOp
   };
 }
 
+async function convertOne(
+  io: Io,
+  args: Record<string, unknown>,
+  file: string | undefined,
+  options: TransformOptions,
+  host: HostFacts,
+  emit: (text: string) => void,
+  label?: string,
+): Promise<void> {
+  const input = await readInput(io, file);
+  const result = transformDomain(input, options, host, { all: args['all'] === true });
+  if (args['explain'] === true) {
+    const where = label ? `${label}: ` : '';
+    if (!result.converted) io.stderr(`sev-xform: ${where}not tagged: left unchanged (use --all to convert anyway)\n`);
+    else if (result.changes.length === 0) io.stderr(`sev-xform: ${where}already a correct SEV guest: nothing to change\n`);
+    for (const c of result.changes) io.stderr(`sev-xform: ${where}${c.rule}: ${c.message}\n`);
+  }
+  for (const w of result.warnings) io.stderr(`sev-xform: warning: ${w}\n`);
+  if (args['diff'] === true) {
+    const name = file && file !== '-' ? file : 'domain.xml';
+    if (result.output !== input) emit(createTwoFilesPatch(`a/${name}`, `b/${name}`, input, result.output, '', '', { context: 3 }));
+  } else emit(result.output);
+}
+
 export const transformCommand: CommandSpec = {
-  command: ['$0 [file]', 'transform [file]'],
+  command: ['$0 [files..]', 'transform [files..]'],
   describe: 'convert a domain XML (FILE or stdin) to an SEV guest; untagged domains pass through unchanged',
   builder: (y) =>
     hostOptions(y)
-      .positional('file', { type: 'string', describe: 'domain XML file (default: stdin)' })
+      .positional('files', { type: 'string', array: true, describe: "domain XML file(s) (default: stdin; '-' is stdin)" })
+      .option('output-dir', { type: 'string', describe: 'write each FILE converted to DIR/<its name> (batch mode: one process for many domains)' })
       .option('policy', { type: 'string', describe: 'SEV policy in hex, e.g. 0x0033 (SEV) or 0x0037 (SEV-ES)' })
       .option('memory-pinning', {
         type: 'string',
@@ -58,27 +85,38 @@ export const transformCommand: CommandSpec = {
       .option('diff', { type: 'boolean', default: false, describe: 'print a unified diff instead of the XML' })
       .option('explain', { type: 'boolean', default: false, describe: 'one stderr line per change, and why' })
       .example('virsh dumpxml --inactive VM | $0 | virsh define /dev/stdin', 'convert a tagged domain in place')
-      .example('$0 --domcaps caps.xml --diff in.xml', 'show what would change'),
+      .example('$0 --domcaps caps.xml --diff in.xml', 'show what would change')
+      .example('$0 --domcaps caps.xml --output-dir out/ domains/*.xml', 'convert many domains in one process'),
   async run(io, args) {
-    const file = args['file'] as string | undefined;
-    const input = await readInput(io, file);
+    const files = (args['files'] as string[] | undefined) ?? [];
+    const outputDir = args['output-dir'] as string | undefined;
+    if (files.length > 1 && outputDir === undefined && args['diff'] !== true)
+      throw new FailureError({ kind: 'usage', message: 'several FILEs need --output-dir DIR (or --diff)' });
     const options = transformOptionsFrom(args);
     const host = hostFacts({
       domcaps: args['domcaps'] as string | undefined,
       firmwareDirs: firmwareDirsFrom(io, args['firmware-dirs']),
       run: io.run,
     });
-    const result = transformDomain(input, options, host, { all: args['all'] === true });
-    if (args['explain'] === true) {
-      if (!result.converted) io.stderr('sev-xform: not tagged: left unchanged (use --all to convert anyway)\n');
-      else if (result.changes.length === 0) io.stderr('sev-xform: already a correct SEV guest: nothing to change\n');
-      for (const c of result.changes) io.stderr(`sev-xform: ${c.rule}: ${c.message}\n`);
+    if (files.length <= 1 && outputDir === undefined) {
+      await convertOne(io, args, files[0], options, host, (text) => io.stdout(text));
+      return 0;
     }
-    for (const w of result.warnings) io.stderr(`sev-xform: warning: ${w}\n`);
-    if (args['diff'] === true) {
-      const name = file && file !== '-' ? file : 'domain.xml';
-      if (result.output !== input) io.stdout(createTwoFilesPatch(`a/${name}`, `b/${name}`, input, result.output, '', '', { context: 3 }));
-    } else io.stdout(result.output);
-    return 0;
+    // Batch: one process for many domains; a failure is reported per file and the rest go on.
+    if (outputDir !== undefined) mkdirSync(outputDir, { recursive: true });
+    let failures = 0;
+    for (const file of files) {
+      try {
+        await convertOne(io, args, file, options, host, (text) => {
+          if (outputDir === undefined) io.stdout(text);
+          else writeFileSync(join(outputDir, basename(file)), text);
+        }, file);
+      } catch (e: unknown) {
+        if (!(e instanceof FailureError) || e.failure.kind === 'usage') throw e;
+        failures++;
+        io.stderr(`${renderFailure(e.failure)} (${file})\n`);
+      }
+    }
+    return failures > 0 ? 1 : 0;
   },
 };

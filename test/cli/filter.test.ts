@@ -107,4 +107,24 @@ test('untagged input never needs the host: no virsh, no domcaps', () => {
   rmSync(dir, { recursive: true });
 });
 
+test('batch: many files in one process into --output-dir; a bad file is reported and the rest converted', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sevx-batch-'));
+  const bad = join(dir, 'bad.xml');
+  writeFileSync(bad, '<domain>');
+  const out = join(dir, 'out');
+  const r = runBin([...HOST, '--output-dir', out, TAGGED, bad, 'fixtures/untagged-i440fx-passthrough/in.xml']);
+  assert.is(r.code, 1);
+  assert.is(r.stdout, '');
+  assert.match(r.stderr, /bad input: .*\(.*bad\.xml\)$/m);
+  assert.match(readFileSync(join(out, 'domain.xml'), 'utf8'), /<launchSecurity type='sev'>/);
+  assert.is(readFileSync(join(out, 'in.xml'), 'utf8'), readFileSync('fixtures/untagged-i440fx-passthrough/in.xml', 'utf8'));
+  rmSync(dir, { recursive: true });
+});
+
+test('several files without --output-dir is a usage error', () => {
+  const r = runBin([...HOST, TAGGED, TAGGED]);
+  assert.is(r.code, 2);
+  oneLine(r.stderr);
+});
+
 test.run();

@@ -1,6 +1,6 @@
 // Runs the built program, dist/sev-xform, as users do.
 import { spawnSync } from 'node:child_process';
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 
 export const BIN = resolve('dist/sev-xform');
 
@@ -11,8 +11,8 @@ export interface BinRun {
 }
 
 export function runBin(args: readonly string[], opts: { input?: string | Buffer; env?: Record<string, string>; path?: string } = {}): BinRun {
-  // Node's own folder stays on PATH so a plain launcher build also runs; the single binary needs none.
-  const path = opts.path !== undefined ? `${opts.path}:${dirname(process.execPath)}` : process.env['PATH'] ?? '';
+  // The single binary needs no Node on PATH; /usr/bin and /bin are there for fake tools' own commands.
+  const path = opts.path !== undefined ? `${opts.path}:/usr/bin:/bin` : process.env["PATH"] ?? "";
   const r = spawnSync(BIN, args, {
     input: opts.input ?? '',
     encoding: 'utf8',
