@@ -1,6 +1,6 @@
 import { checkDomain } from '../check.js';
 import { hostFacts } from '../host/facts.js';
-import { CACHE_FILE, DEFAULT_STATE_DIR, hostFactsFromCache, readHostCache } from '../host/cache.js';
+import { CACHE_FILE, DEFAULT_STATE_DIR, hostFactsFromCache, readHostCache, stateDirOf } from '../host/cache.js';
 import type { HostFacts } from '../rules/types.js';
 import type { Io } from '../io.js';
 import { readInput } from './input.js';
@@ -11,7 +11,7 @@ import { join } from 'node:path';
 
 /** Host facts for check: --domcaps if given, else the host cache if present, else virsh. */
 export function checkHostFacts(io: Io, args: Record<string, unknown>): HostFacts {
-  const cache = (args['cache'] as string | undefined) ?? join(DEFAULT_STATE_DIR, CACHE_FILE);
+  const cache = (args['cache'] as string | undefined) ?? join(stateDirOf(io.env), CACHE_FILE);
   if (args['domcaps'] === undefined && (args['cache'] !== undefined || existsSync(cache)))
     return hostFactsFromCache(readHostCache(cache), cache);
   return hostFacts({

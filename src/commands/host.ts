@@ -2,7 +2,7 @@ import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSyn
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fail } from '../failure.js';
-import { CACHE_FILE, CACHE_VERSION, DEFAULT_STATE_DIR, serializeHostCache, type HostCache } from '../host/cache.js';
+import { CACHE_FILE, CACHE_VERSION, DEFAULT_STATE_DIR, serializeHostCache, stateDirOf, type HostCache } from '../host/cache.js';
 import { detectHost, hostPath, type HostCheck, type HostReport } from '../host/detect.js';
 import { hostOptions } from './transform.js';
 import type { CommandSpec } from './types.js';
@@ -119,7 +119,7 @@ export const hostCommand: CommandSpec = {
     let cacheError: unknown;
     if (writeCache) {
       try {
-        cacheFile = writeFileAtomic(stateDirArg ?? DEFAULT_STATE_DIR, CACHE_FILE, serializeHostCache(hostCacheOf(report, new Date())));
+        cacheFile = writeFileAtomic(stateDirOf(io.env, stateDirArg), CACHE_FILE, serializeHostCache(hostCacheOf(report, new Date())));
       } catch (e: unknown) {
         cacheError = e;
       }

@@ -24,6 +24,23 @@ export function hostOptions(y: Argv): Argv {
     });
 }
 
+/** The options that shape a conversion, shared by the filter and `apply`. */
+export function conversionOptions(y: Argv): Argv {
+  return y
+    .option('policy', { type: 'string', describe: 'SEV policy in hex, e.g. 0x0033 (SEV) or 0x0037 (SEV-ES)' })
+    .option('memory-pinning', {
+      type: 'string',
+      choices: ['hard-limit', 'locked'],
+      describe: 'pin memory with <memtune><hard_limit> or with <memoryBacking><locked/>',
+    })
+    .option('firmware', {
+      type: 'string',
+      default: 'auto',
+      describe: "'auto' (<os firmware='efi'>, libvirt picks an amd-sev firmware) or the path of an OVMF code file",
+    })
+    .option('all', { type: 'boolean', default: false, describe: 'convert untagged domains too' });
+}
+
 export function firmwareDirsFrom(io: Io, value: unknown): string[] {
   return typeof value === 'string' && value !== '' ? value.split(',').filter(Boolean) : defaultFirmwareDirs(io.env['HOME']);
 }
@@ -67,21 +84,9 @@ export const transformCommand: CommandSpec = {
   command: ['$0 [files..]', 'transform [files..]'],
   describe: 'convert a domain XML (FILE or stdin) to an SEV guest; untagged domains pass through unchanged',
   builder: (y) =>
-    hostOptions(y)
+    conversionOptions(hostOptions(y))
       .positional('files', { type: 'string', array: true, describe: "domain XML file(s) (default: stdin; '-' is stdin)" })
       .option('output-dir', { type: 'string', describe: 'write each FILE converted to DIR/<its name> (batch mode: one process for many domains)' })
-      .option('policy', { type: 'string', describe: 'SEV policy in hex, e.g. 0x0033 (SEV) or 0x0037 (SEV-ES)' })
-      .option('memory-pinning', {
-        type: 'string',
-        choices: ['hard-limit', 'locked'],
-        describe: 'pin memory with <memtune><hard_limit> or with <memoryBacking><locked/>',
-      })
-      .option('firmware', {
-        type: 'string',
-        default: 'auto',
-        describe: "'auto' (<os firmware='efi'>, libvirt picks an amd-sev firmware) or the path of an OVMF code file",
-      })
-      .option('all', { type: 'boolean', default: false, describe: 'convert untagged domains too' })
       .option('diff', { type: 'boolean', default: false, describe: 'print a unified diff instead of the XML' })
       .option('explain', { type: 'boolean', default: false, describe: 'one stderr line per change, and why' })
       .example('virsh dumpxml --inactive VM | $0 | virsh define /dev/stdin', 'convert a tagged domain in place')

@@ -14,6 +14,12 @@ export const OS_ORDER = [
   'initarg', 'initenv', 'initdir', 'inituser', 'initgroup', 'boot', 'bootmenu', 'smbios', 'bios',
 ] as const;
 
+export const FEATURES_ORDER = [
+  'acpi', 'apic', 'pae', 'hap', 'viridian', 'privnet', 'hyperv', 'kvm', 'xen', 'pvspinlock', 'pmu', 'vmport',
+  'gic', 'smm', 'ioapic', 'hpt', 'htm', 'nested-hv', 'msrs', 'ccf-assist', 'cfpc', 'sbbc', 'ibs', 'tcg',
+  'async-teardown', 'ras', 'ps2', 'vmcoreinfo',
+] as const;
+
 export const MEMTUNE_ORDER = ['hard_limit', 'soft_limit', 'swap_hard_limit', 'min_guarantee'] as const;
 
 export const MEMORY_BACKING_ORDER = [

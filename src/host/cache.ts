@@ -9,6 +9,12 @@ import { parseDomainCaps, type DomainCaps } from './domcaps.js';
 import type { FirmwareDescriptor } from './firmware.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/sev-xform';
+
+/** The state folder: an explicit option, else $SEV_XFORM_STATE_DIR, else /var/lib/sev-xform. */
+export function stateDirOf(env: Readonly<Record<string, string | undefined>>, explicit?: unknown): string {
+  if (typeof explicit === 'string' && explicit !== '') return explicit;
+  return env['SEV_XFORM_STATE_DIR'] || DEFAULT_STATE_DIR;
+}
 export const CACHE_FILE = 'host.json';
 export const CACHE_VERSION = 1;
 

@@ -1,5 +1,5 @@
-import { createElement, insertOrdered, removeElement } from '../xml/edit.js';
-import { OS_ORDER } from '../domain/libvirt-order.js';
+import { createElement, ensureChild, insertOrdered, removeElement } from '../xml/edit.js';
+import { DOMAIN_ORDER, FEATURES_ORDER, OS_ORDER } from '../domain/libvirt-order.js';
 import { isUefiLoader } from '../domain/firmware.js';
 import type { Rule, RuleContext } from './types.js';
 import type { XmlElement } from '../xml/xmlapi.js';
@@ -40,11 +40,20 @@ function explicitLoader(ctx: RuleContext, os: XmlElement, path: string): void {
   if (!wasUefi) ctx.warn(BIOS_WARNING);
 }
 
+/** libvirt refuses UEFI on x86 without ACPI ("UEFI requires ACPI on this architecture"). */
+function ensureAcpi(ctx: RuleContext): void {
+  const features = ensureChild(ctx.domain, 'features', DOMAIN_ORDER);
+  if (features.first('acpi')) return;
+  insertOrdered(features, createElement('acpi'), FEATURES_ORDER);
+  ctx.change('added <features><acpi/>: libvirt boots UEFI guests only with ACPI');
+}
+
 export const firmwareUefi: Rule = {
   name: 'firmware-uefi',
   description: 'boots the guest with UEFI (OVMF), the only firmware that can launch an SEV guest',
   apply(ctx) {
     const os = ctx.domain.first('os')!;
+    ensureAcpi(ctx);
     if (ctx.options.firmware !== 'auto') return explicitLoader(ctx, os, ctx.options.firmware);
     const loader = os.first('loader');
     if (os.attr('firmware') === 'efi' || isUefiLoader(loader)) return;

@@ -1,0 +1,199 @@
+// `sev-xform apply VM...`: dumpxml, convert, define, with the original kept
+// on disk first so that a failed or interrupted define never loses a domain.
+
+import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createTwoFilesPatch } from 'diff';
+import { FailureError, fail, renderFailure } from '../failure.js';
+import { DEFAULT_STATE_DIR, stateDirOf } from '../host/cache.js';
+import { hostFacts, type CommandResult } from '../host/facts.js';
+import { transformDomain } from '../transform.js';
+import type { HostFacts, TransformOptions } from '../rules/types.js';
+import type { Io } from '../io.js';
+import { conversionOptions, firmwareDirsFrom, hostOptions, transformOptionsFrom } from './transform.js';
+import { shellQuote } from '../hook/run.js';
+import type { CommandSpec } from './types.js';
+
+export const BACKUP_DIR = 'backup';
+
+/** virsh's error on one line: it writes "error: Failed to define ..." and the reason on the next line. */
+function virshError(r: CommandResult): string {
+  if (r.error) return r.error;
+  const lines = r.stderr
+    .split('\n')
+    .map((l) => l.trim().replace(/^error: /, ''))
+    .filter(Boolean);
+  return lines.join(': ') || `exit status ${r.status}`;
+}
+
+function virsh(io: Io, connect: string | undefined, args: readonly string[]): CommandResult {
+  return io.run('virsh', connect ? ['--connect', connect, ...args] : args);
+}
+
+/** 20250131T235959Z: sortable, and free of the colons some tools choke on. */
+function timestamp(now: Date): string {
+  return now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+}
+
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Writes the backup durably (file and folder entry on disk) and never over an older one. */
+export function writeBackup(dir: string, vm: string, xml: string, now: Date): string {
+  const base = `${vm.replace(/\//g, '_')}-${timestamp(now)}`;
+  try {
+    // 0700: `dumpxml --security-info` includes passwords (VNC, SPICE).
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    for (let i = 0; ; i++) {
+      const file = join(dir, i === 0 ? `${base}.xml` : `${base}-${i}.xml`);
+      let fd: number;
+      try {
+        fd = openSync(file, 'wx', 0o600);
+      } catch (e: unknown) {
+        if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue;
+        throw e;
+      }
+      try {
+        writeSync(fd, xml);
+        fsyncSync(fd);
+      } catch (e: unknown) {
+        closeSync(fd);
+        // A partial backup must not be mistaken for the original.
+        unlinkSync(file);
+        throw e;
+      }
+      closeSync(fd);
+      fsyncDir(dir);
+      return file;
+    }
+  } catch (e: unknown) {
+    const code = (e as NodeJS.ErrnoException).code;
+    fail({ kind: 'io', what: dir, message: `cannot write the backup of ${vm} (${code ?? String(e)}); nothing was defined` });
+  }
+}
+
+/** The converted XML for `virsh define` (virsh takes a file; 0600 for the passwords in it). */
+function writeTemp(vm: string, xml: string): { dir: string; file: string } {
+  let dir: string | undefined;
+  try {
+    dir = mkdtempSync(join(tmpdir(), 'sev-xform-apply-'));
+    const file = join(dir, `${vm.replace(/\//g, '_')}.xml`);
+    writeFileSync(file, xml, { mode: 0o600 });
+    return { dir, file };
+  } catch (e: unknown) {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    const code = (e as NodeJS.ErrnoException).code;
+    fail({ kind: 'io', what: tmpdir(), message: `cannot write the converted XML of ${vm} (${code ?? String(e)}); nothing was defined` });
+  }
+}
+
+interface ApplySettings {
+  options: TransformOptions;
+  host: HostFacts;
+  all: boolean;
+  dryRun: boolean;
+  backupDir: string;
+  connect: string | undefined;
+}
+
+/** Converts and defines one domain; returns false when it failed (already reported). */
+function applyOne(io: Io, vm: string, s: ApplySettings): boolean {
+  const dumped = virsh(io, s.connect, ['dumpxml', '--inactive', '--security-info', '--domain', vm]);
+  if (dumped.error || dumped.status !== 0) {
+    io.stderr(`sev-xform: ${vm}: \`virsh dumpxml --inactive --security-info\` failed (${virshError(dumped)}); nothing changed\n`);
+    return false;
+  }
+  const original = dumped.stdout;
+  const result = transformDomain(original, s.options, s.host, { all: s.all });
+  for (const w of result.warnings) io.stderr(`sev-xform: ${vm}: warning: ${w}\n`);
+  if (!result.converted) {
+    io.stderr(
+      `sev-xform: ${vm}: not tagged, left unchanged; tag it with \`virsh metadata ${shellQuote(vm)} urn:sev-xform:domain:1 --key sev --set '<sev/>' --config\` or pass --all\n`,
+    );
+    return true;
+  }
+  if (result.changes.length === 0) {
+    io.stderr(`sev-xform: ${vm}: already a correct SEV guest; nothing to change\n`);
+    return true;
+  }
+  if (s.dryRun) {
+    io.stdout(createTwoFilesPatch(`a/${vm}.xml`, `b/${vm}.xml`, original, result.output, '', '', { context: 3 }));
+    return true;
+  }
+
+  const backup = writeBackup(s.backupDir, vm, original, new Date());
+  // Said before defining, so that whatever happens next the operator knows where the original is.
+  io.stderr(`sev-xform: ${vm}: original definition saved to ${backup}\n`);
+  const tmp = writeTemp(vm, result.output);
+  try {
+    const defined = virsh(io, s.connect, ['define', '--file', tmp.file]);
+    if (defined.error || defined.status !== 0) {
+      const restored = virsh(io, s.connect, ['define', '--file', backup]);
+      const after =
+        restored.error || restored.status !== 0
+          ? `restoring the original failed too (${virshError(restored)}): run \`virsh define ${backup}\``
+          : `the original definition was defined again from ${backup}`;
+      io.stderr(`sev-xform: ${vm}: \`virsh define\` of the converted XML failed (${virshError(defined)}); ${after}\n`);
+      return false;
+    }
+  } finally {
+    rmSync(tmp.dir, { recursive: true, force: true });
+  }
+  for (const c of result.changes) io.stdout(`${vm}: ${c.rule}: ${c.message}\n`);
+  io.stdout(`${vm}: defined as an SEV guest (${result.changes.length} change(s)); the original definition is in ${backup}\n`);
+  const state = virsh(io, s.connect, ['domstate', '--domain', vm]);
+  const now = state.status === 0 ? state.stdout.trim() : '';
+  if (now !== '' && now !== 'shut off' && now !== 'crashed')
+    io.stdout(`${vm}: is ${now}: the change applies at its next boot (shut it down and start it; a reboot inside the guest keeps the old definition)\n`);
+  return true;
+}
+
+export const applyCommand: CommandSpec = {
+  command: 'apply <vm..>',
+  describe: 'convert libvirt domains in place: dumpxml, convert, define, keeping the original as a backup',
+  builder: (y) =>
+    conversionOptions(hostOptions(y))
+      .positional('vm', { type: 'string', array: true, describe: 'domain names' })
+      .option('dry-run', { type: 'boolean', default: false, describe: 'print the diff; define nothing' })
+      .option('state-dir', {
+        type: 'string',
+        describe: `backups go to STATE-DIR/${BACKUP_DIR}/VM-TIMESTAMP.xml (default: $SEV_XFORM_STATE_DIR or ${DEFAULT_STATE_DIR})`,
+      })
+      .option('connect', { alias: 'c', type: 'string', describe: 'libvirt URI passed to virsh --connect' })
+      .example('$0 apply --dry-run web1', 'show what would change')
+      .example('$0 apply web1 web2', 'convert both; originals kept under /var/lib/sev-xform/backup/'),
+  async run(io, args) {
+    const connect = args['connect'] as string | undefined;
+    const settings: ApplySettings = {
+      options: transformOptionsFrom(args),
+      host: hostFacts({
+        domcaps: args['domcaps'] as string | undefined,
+        firmwareDirs: firmwareDirsFrom(io, args['firmware-dirs']),
+        // domcapabilities must come from the libvirt that will define the domain.
+        run: (cmd, argv) => (cmd === 'virsh' ? virsh(io, connect, argv) : io.run(cmd, argv)),
+      }),
+      all: args['all'] === true,
+      dryRun: args['dry-run'] === true,
+      backupDir: join(stateDirOf(io.env, args['state-dir']), BACKUP_DIR),
+      connect,
+    };
+    let ok = true;
+    for (const vm of (args['vm'] as unknown[]).map(String)) {
+      try {
+        if (!applyOne(io, vm, settings)) ok = false;
+      } catch (e: unknown) {
+        if (!(e instanceof FailureError) || e.failure.kind === 'usage') throw e;
+        io.stderr(`sev-xform: ${vm}: ${renderFailure(e.failure).replace(/^sev-xform: /, '')}\n`);
+        ok = false;
+      }
+    }
+    return ok ? 0 : 1;
+  },
+};

@@ -1,0 +1,242 @@
+// install.sh into a temporary root (DESTDIR), and the hook shim it installs.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fixture } from '../fixtures-hook/env.js';
+
+const INSTALL = resolve('install.sh');
+const roots: string[] = [];
+
+function tempRoot(): string {
+  const d = mkdtempSync(join(tmpdir(), 'sev-xform-install-test-'));
+  roots.push(d);
+  return d;
+}
+
+test.after.each(() => {
+  while (roots.length) rmSync(roots.pop()!, { recursive: true, force: true });
+});
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function install(destdir: string, args: string[] = [], env: Record<string, string> = {}): Run {
+  const r = spawnSync('sh', [INSTALL, ...args], {
+    encoding: 'utf8',
+    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: '/nonexistent', DESTDIR: destdir, ...env },
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * Every path under root with its mode, mtime and content hash: "changes nothing" means this stays equal.
+ * Folder mtimes change whenever an entry comes or goes, so uninstall is compared without them.
+ */
+function snapshot(root: string, folderTimes = true): string[] {
+  const out: string[] = [];
+  for (const rel of (readdirSync(root, { recursive: true }) as string[]).sort()) {
+    const p = join(root, rel);
+    const s = statSync(p);
+    const hash = s.isFile() ? createHash('sha256').update(readFileSync(p)).digest('hex').slice(0, 16) : 'dir';
+    const time = s.isFile() || folderTimes ? s.mtimeMs : '-';
+    out.push(`${rel} ${(s.mode & 0o7777).toString(8)} ${time} ${hash}`);
+  }
+  return out;
+}
+
+/** A root with an operator's own qemu hook and an unrelated program already in place. */
+function populatedRoot(): string {
+  const root = tempRoot();
+  mkdirSync(join(root, 'etc/libvirt/hooks'), { recursive: true });
+  writeFileSync(join(root, 'etc/libvirt/hooks/qemu'), '#!/bin/sh\n# the operator\'s own hook\nexit 0\n', { mode: 0o750 });
+  mkdirSync(join(root, 'usr/local/bin'), { recursive: true });
+  writeFileSync(join(root, 'usr/local/bin/other-tool'), 'x', { mode: 0o755 });
+  return root;
+}
+
+test('install.sh into DESTDIR: binary, hook shim, state folder and manifest', () => {
+  const root = tempRoot();
+  const r = install(root);
+  assert.is(r.code, 0, r.stderr);
+  const bin = join(root, 'usr/local/bin/sev-xform');
+  const hook = join(root, 'etc/libvirt/hooks/qemu.d/sev-xform');
+  assert.ok(readFileSync(bin).equals(readFileSync('dist/sev-xform')), 'the binary is dist/sev-xform');
+  assert.is(statSync(bin).mode & 0o777, 0o755);
+  assert.is(statSync(hook).mode & 0o777, 0o755);
+  assert.ok(readFileSync(hook, 'utf8').includes('\nSEV_XFORM=/usr/local/bin/sev-xform\n'), 'the shim points at the installed binary (without DESTDIR)');
+  assert.ok(statSync(join(root, 'var/lib/sev-xform')).isDirectory());
+  const manifest = readFileSync(join(root, 'var/lib/sev-xform/install-manifest'), 'utf8');
+  assert.ok(manifest.includes('file /usr/local/bin/sev-xform\n') && manifest.includes('file /etc/libvirt/hooks/qemu.d/sev-xform\n'), manifest);
+  assert.ok(r.stdout.includes('must restart') || r.stdout.includes('only finds a new hook when it starts'), r.stdout);
+  assert.ok(r.stdout.includes('not writing the host cache'), 'with DESTDIR the host cache is left to the target host');
+  // The installed binary runs and answers the hook protocol.
+  const started = spawnSync(bin, ['hook', 'vm1', 'started', 'begin', '-'], { input: fixture('tagged.xml'), encoding: 'utf8' });
+  assert.is(started.status, 0, started.stderr);
+});
+
+test('install.sh twice changes nothing; --uninstall removes exactly what it installed; the operator\'s qemu hook is never touched', () => {
+  const root = populatedRoot();
+  const pristine = snapshot(root, false);
+  const first = install(root);
+  assert.is(first.code, 0, first.stderr);
+  assert.ok(first.stdout.includes('left /etc/libvirt/hooks/qemu as it is'), first.stdout);
+  const installed = snapshot(root);
+  assert.ok(installed.length > pristine.length);
+  const second = install(root);
+  assert.is(second.code, 0, second.stderr);
+  assert.equal(snapshot(root), installed, 'a second run changes nothing (content, modes, mtimes)');
+  assert.ok(second.stdout.includes('is up to date'));
+  assert.not.ok(second.stdout.includes('only finds a new hook'), 'no restart needed when the hook did not change');
+  const gone = install(root, ['--uninstall']);
+  assert.is(gone.code, 0, gone.stderr);
+  assert.equal(snapshot(root, false), pristine, 'back to exactly what was there before');
+});
+
+test('--uninstall keeps folders that hold files it did not install (apply backups)', () => {
+  const root = tempRoot();
+  assert.is(install(root).code, 0);
+  mkdirSync(join(root, 'var/lib/sev-xform/backup'));
+  writeFileSync(join(root, 'var/lib/sev-xform/backup/vm1-20250101T000000Z.xml'), '<domain/>');
+  const r = install(root, ['--uninstall']);
+  assert.is(r.code, 0, r.stderr);
+  assert.ok(existsSync(join(root, 'var/lib/sev-xform/backup/vm1-20250101T000000Z.xml')));
+  assert.not.ok(existsSync(join(root, 'usr/local/bin/sev-xform')));
+  assert.not.ok(existsSync(join(root, 'etc/libvirt/hooks/qemu.d')));
+  assert.not.ok(existsSync(join(root, 'var/lib/sev-xform/install-manifest')));
+  assert.ok(r.stdout.includes('kept /var/lib/sev-xform/'), r.stdout);
+});
+
+test('--uninstall without a manifest refuses', () => {
+  const root = tempRoot();
+  const r = install(root, ['--uninstall']);
+  assert.is(r.code, 1);
+  assert.ok(r.stderr.includes('no manifest'), r.stderr);
+  assert.equal(readdirSync(root), []);
+});
+
+test('PREFIX is honoured and written into the shim', () => {
+  const root = tempRoot();
+  const r = install(root, [], { PREFIX: '/opt/sevx' });
+  assert.is(r.code, 0, r.stderr);
+  assert.ok(existsSync(join(root, 'opt/sevx/bin/sev-xform')));
+  assert.ok(readFileSync(join(root, 'etc/libvirt/hooks/qemu.d/sev-xform'), 'utf8').includes('\nSEV_XFORM=/opt/sevx/bin/sev-xform\n'));
+});
+
+test('bad arguments: unknown option, relative PREFIX, --restart-libvirtd with DESTDIR; nothing is written', () => {
+  const root = tempRoot();
+  for (const [args, env] of [
+    [['--frobnicate'], {}],
+    [[], { PREFIX: 'usr/local' }],
+    [[], { PREFIX: "/usr/lo'cal" }],
+    [['--restart-libvirtd'], {}],
+  ] as Array<[string[], Record<string, string>]>) {
+    const r = install(root, args, env);
+    assert.is(r.code, 2, `${args.join(' ')} ${JSON.stringify(env)}: ${r.stderr}`);
+    assert.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+  }
+  assert.equal(readdirSync(root), []);
+});
+
+function fakeLibvirt(version: string): string {
+  const bin = join(tempRoot(), 'bin');
+  mkdirSync(bin);
+  writeFileSync(join(bin, 'libvirtd'), `#!/bin/sh\necho "libvirtd (libvirt) ${version}"\n`, { mode: 0o755 });
+  return bin;
+}
+
+test('libvirt older than 6.5 (no qemu.d): stops with instructions before writing anything', () => {
+  const root = tempRoot();
+  const r = install(root, ['--check-libvirt'], { PATH: `${fakeLibvirt('6.0.0')}:/usr/bin:/bin` });
+  assert.is(r.code, 1);
+  assert.ok(r.stderr.includes('libvirt 6.0.0 is older than 6.5') && r.stderr.includes('will not edit /etc/libvirt/hooks/qemu'), r.stderr);
+  assert.ok(r.stderr.includes("'/usr/local/bin/sev-xform hook \"$@\"'"), 'says what to call instead');
+  assert.equal(readdirSync(root), []);
+});
+
+test('libvirt 6.5 and later pass the version check', () => {
+  const root = tempRoot();
+  const r = install(root, ['--check-libvirt'], { PATH: `${fakeLibvirt('6.5.0')}:/usr/bin:/bin` });
+  assert.is(r.code, 0, r.stderr);
+  assert.ok(existsSync(join(root, 'etc/libvirt/hooks/qemu.d/sev-xform')));
+});
+
+// ---- the shim
+
+/** hooks/qemu pointed at `binary`, as install.sh writes it. */
+function shimFor(binary: string): string {
+  const dir = tempRoot();
+  const shim = join(dir, 'sev-xform');
+  writeFileSync(shim, readFileSync('hooks/qemu', 'utf8').replace(/^SEV_XFORM=.*$/m, `SEV_XFORM=${binary}`), { mode: 0o755 });
+  return shim;
+}
+
+function fakeBinary(): { path: string; log: string } {
+  const dir = tempRoot();
+  const log = join(dir, 'calls');
+  const path = join(dir, 'fake-sev-xform');
+  writeFileSync(path, `#!/bin/sh\nprintf '%s|' "$@" >>'${log}'\necho >>'${log}'\ncat >>'${log}'\nexit 7\n`);
+  chmodSync(path, 0o755);
+  return { path, log };
+}
+
+function runShim(shim: string, args: string[], input: string): Run {
+  const r = spawnSync(shim, args, { input, encoding: 'utf8', env: { PATH: '/usr/bin:/bin', LC_ALL: 'C', HOME: '/' } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('shim: prepare, migrate and restore exec the binary with the hook arguments and stdin; its status is the answer', () => {
+  const fake = fakeBinary();
+  const shim = shimFor(fake.path);
+  const xml = fixture('tagged.xml');
+  for (const op of ['prepare', 'migrate', 'restore']) {
+    rmSync(fake.log, { force: true });
+    const r = runShim(shim, ['vm1', op, 'begin', '-'], xml);
+    assert.is(r.code, 7, `${op}: the binary's exit status`);
+    assert.is(readFileSync(fake.log, 'utf8'), `hook|vm1|${op}|begin|-|\n${xml}`);
+  }
+});
+
+test('shim: every other operation returns 0 without starting the binary', () => {
+  const fake = fakeBinary();
+  const shim = shimFor(fake.path);
+  for (const [op, sub] of [['start', 'begin'], ['started', 'begin'], ['stopped', 'end'], ['release', 'end'], ['reconnect', 'begin'], ['attach', 'begin']]) {
+    const r = runShim(shim, ['vm1', op!, sub!, '-'], fixture('tagged.xml'));
+    assert.is(r.code, 0, op);
+    assert.is(r.stdout + r.stderr, '');
+  }
+  assert.not.ok(existsSync(fake.log), 'the binary never ran');
+});
+
+test('shim with the binary gone: SEV domains are refused, others pass', () => {
+  const shim = shimFor('/nonexistent/sev-xform');
+  const refused = runShim(shim, ['vm1', 'prepare', 'begin', '-'], fixture('tagged.xml'));
+  assert.is(refused.code, 1);
+  assert.ok(refused.stderr.startsWith('sev-xform: refusing to start vm1: /nonexistent/sev-xform is missing'), refused.stderr);
+  assert.is(runShim(shim, ['vm1', 'restore', 'begin', '-'], fixture('ls-only.xml')).code, 1);
+  const plain = runShim(shim, ['vm1', 'prepare', 'begin', '-'], fixture('plain.xml'));
+  assert.is(plain.code, 0);
+  assert.is(plain.stdout + plain.stderr, '');
+});
+
+test('shim with the real binary: the installed pair refuses an unconverted tagged domain', () => {
+  const root = tempRoot();
+  assert.is(install(root).code, 0);
+  const shim = shimFor(join(root, 'usr/local/bin/sev-xform'));
+  const r = spawnSync(shim, ['vm1', 'prepare', 'begin', '-'], {
+    input: fixture('tagged.xml'),
+    encoding: 'utf8',
+    env: { PATH: '/usr/bin:/bin', SEV_XFORM_STATE_DIR: join(root, 'var/lib/sev-xform') },
+  });
+  assert.is(r.status, 1);
+  // No host cache in the temporary root: the SEV domain is refused, naming the file.
+  assert.ok(r.stderr.includes(join(root, 'var/lib/sev-xform/host.json')), r.stderr);
+});
+
+test.run();
