@@ -154,3 +154,34 @@ export function moveDiskToVirtioScsi(devices: XmlElement, disk: XmlElement, adde
   }
   return `${from} -> ${dev} on virtio-scsi controller ${index}`;
 }
+
+const BOOT_DEVICE: Record<string, string> = { cdrom: 'cdrom', fd: 'floppy' };
+
+/**
+ * Keeps a moved boot disk the one that boots. `<os><boot dev='hd'/>` boots the
+ * first disk in libvirt's own order (grouped by bus, then by name), which the
+ * move can change when other disks exist; per-device boot orders pin it, and
+ * since libvirt forbids mixing the two, every `<os><boot>` becomes one.
+ * Returns a description of the change, or undefined when none was needed.
+ */
+export function pinBootDisk(domain: XmlElement, devices: XmlElement, disk: XmlElement): string | undefined {
+  if (bootOrder(disk) !== undefined) return undefined;
+  const disks = devices.elements('disk');
+  // 'hd' counts every disk that is not removable media: device 'disk' and 'lun' alike.
+  if (!disks.some((d) => d !== disk && diskDevice(d) !== 'cdrom' && diskDevice(d) !== 'floppy')) return undefined;
+  if (devices.elements().some((d) => bootOrder(d) !== undefined)) return undefined;
+  const os = domain.first('os');
+  const entries = os?.elements('boot') ?? [];
+  const sequence = entries.length > 0 ? entries.map((b) => b.attr('dev') ?? '') : ['hd'];
+  let order = 1;
+  const given: string[] = [];
+  for (const dev of sequence) {
+    const target = dev === 'hd' ? disk : disks.find((d) => diskDevice(d) === BOOT_DEVICE[dev]);
+    if (!target || bootOrder(target) !== undefined) continue;
+    insertOrdered(target, createElement('boot', [['order', String(order)]]), DEVICE_CHILD_ORDER['disk']!);
+    given.push(`${target.first('target')?.attr('dev') ?? '?'}=${order}`);
+    order++;
+  }
+  for (const b of entries) removeElement(b);
+  return `boot order ${given.join(', ')} instead of <os><boot>: after the move another disk could come first in libvirt's order`;
+}

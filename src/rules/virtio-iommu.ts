@@ -46,12 +46,20 @@ function ensureVirtioSerial(ctx: RuleContext, devices: XmlElement): void {
   ctx.change("added <controller type='virtio-serial' index='0'>: explicit, so it can carry iommu for the virtio channels");
 }
 
+/** Without a <memballoon>, libvirt adds a virtio one of its own, without iommu. */
+function ensureMemballoon(ctx: RuleContext, devices: XmlElement): void {
+  if (devices.first('memballoon')) return;
+  insertOrdered(devices, createElement('memballoon', [['model', 'virtio']]), DEVICES_ORDER);
+  ctx.change("added <memballoon model='virtio'>: explicit, so libvirt's default balloon carries iommu");
+}
+
 export const virtioIommu: Rule = {
   name: 'virtio-iommu',
   description: "sets <driver iommu='on'/> on every virtio device",
   apply(ctx) {
     const devices = devicesOf(ctx.domain);
     ensureVirtioSerial(ctx, devices);
+    ensureMemballoon(ctx, devices);
     for (const dev of devices.elements()) {
       if (!isVirtioDevice(dev)) continue;
       const driver = dev.first('driver');

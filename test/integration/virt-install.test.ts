@@ -1,0 +1,142 @@
+// Domains that virt-install generates right now on this host, for a matrix of
+// OS variants, machines, buses and devices: tagged, converted by the built
+// dist/sev-xform against this host's domcapabilities and firmware, and then
+// held to the same checks as the golden outputs (schema, define, QEMU argv).
+// Nothing is stored: virt-install --print-xml --dry-run with disks on
+// /dev/null creates no pool, volume or file (test/integration/host/README.md).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runBin } from '../support/bin.js';
+import {
+  TAG,
+  URI,
+  addTag,
+  defineAndRender,
+  describeCommand,
+  integrationEnabled,
+  libvirtCopy,
+  parseXml,
+  renderProblems,
+  requirePrerequisites,
+  run,
+  sevExpectation,
+  validateSchema,
+  virsh,
+  virshOk,
+  type El,
+} from '../support/libvirt.js';
+
+interface Variant {
+  id: string;
+  args: string[];
+  /** The osinfo id the variant needs; it is skipped with a reason when this osinfo-db lacks it. */
+  osinfo?: string;
+}
+
+const NIC = ['--network', 'network=default'];
+const DISK = (opts: string): string[] => ['--disk', `path=/dev/null,${opts}`];
+
+const VARIANTS: Variant[] = [
+  { id: 'linux2022-virtio-blk-headless', args: ['--osinfo', 'linux2022', '--boot', 'hd', ...DISK('bus=virtio'), ...NIC, '--graphics', 'none'] },
+  {
+    id: 'linux2022-uefi-scsi-sata-cdrom-spice-tpm',
+    args: ['--osinfo', 'linux2022', '--boot', 'uefi', ...DISK('bus=scsi'), ...DISK('device=cdrom,bus=sata'), ...NIC, '--graphics', 'spice', '--tpm', 'emulator'],
+  },
+  { id: 'linux2022-sata-e1000e-vnc', args: ['--osinfo', 'linux2022', '--boot', 'hd', ...DISK('bus=sata'), '--network', 'network=default,model=e1000e', '--graphics', 'vnc'] },
+  {
+    id: 'linux2022-uefi-many-virtio',
+    args: [
+      '--osinfo', 'linux2022', '--boot', 'uefi',
+      ...DISK('bus=virtio'), ...DISK('bus=virtio'), ...DISK('bus=scsi'),
+      ...NIC, '--network', 'network=default,model=e1000e',
+      '--graphics', 'vnc', '--video', 'virtio', '--input', 'keyboard,bus=virtio', '--input', 'tablet,bus=virtio', '--rng', '/dev/urandom',
+    ],
+  },
+  {
+    id: 'linux2022-uefi-virtiofs-vsock-no-disk',
+    args: [
+      '--osinfo', 'linux2022', '--boot', 'uefi', ...NIC, '--graphics', 'none',
+      '--memorybacking', 'source.type=memfd,access.mode=shared', '--filesystem', '/tmp,hostshare,driver.type=virtiofs', '--vsock', 'cid.auto=yes',
+    ],
+  },
+  { id: 'linux2022-scsi-cdrom-only-no-nic', args: ['--osinfo', 'linux2022', '--boot', 'hd', ...DISK('device=cdrom,bus=scsi'), '--network', 'none', '--graphics', 'none'] },
+  {
+    id: 'i440fx-bios-ide-e1000-vnc',
+    args: ['--osinfo', 'linux2022', '--machine', 'pc', '--boot', 'hd', ...DISK('bus=ide'), ...DISK('device=cdrom,bus=ide'), '--network', 'network=default,model=e1000', '--graphics', 'vnc'],
+  },
+  {
+    id: 'i440fx-bios-virtio-blk-agent',
+    args: ['--osinfo', 'linux2022', '--machine', 'pc', '--boot', 'hd', ...DISK('bus=virtio'), ...NIC, '--graphics', 'none', '--channel', 'unix,target.type=virtio,name=org.qemu.guest_agent.0'],
+  },
+  { id: 'win10-sata-cdrom-vnc', osinfo: 'win10', args: ['--osinfo', 'win10', '--boot', 'hd', ...DISK('bus=sata'), ...DISK('device=cdrom,bus=sata'), ...NIC, '--graphics', 'vnc'] },
+  { id: 'win10-uefi-virtio-blk-spice', osinfo: 'win10', args: ['--osinfo', 'win10', '--boot', 'uefi', ...DISK('bus=virtio'), ...NIC, '--graphics', 'spice'] },
+  { id: 'win11-virtio-blk-tpm-spice', osinfo: 'win11', args: ['--osinfo', 'win11', '--boot', 'uefi', ...DISK('bus=virtio'), ...DISK('device=cdrom,bus=sata'), ...NIC, '--graphics', 'spice'] },
+];
+
+let osinfoIds: Set<string> | undefined;
+/** Whether this host's osinfo-db knows the id (`virt-install --osinfo list` prints one id, or several aliases, per line). */
+function knownOsinfo(id: string): boolean {
+  if (!osinfoIds) {
+    const r = run('virt-install', ['--osinfo', 'list']);
+    if (r.code !== 0) throw new Error(`virt-install --osinfo list: ${r.stderr.trim()}`);
+    osinfoIds = new Set(r.stdout.split(/[\s,]+/).filter(Boolean));
+  }
+  return osinfoIds.has(id);
+}
+
+if (integrationEnabled('virt-install.test.ts')) {
+  const work = mkdtempSync(join(tmpdir(), 'sevx-test-virt-install-'));
+  const domcapsFile = join(work, 'domcaps.xml');
+  let domcaps: El | undefined;
+
+  test('prerequisites: virt-install, libvirtd with SEV, dist/sev-xform', () => {
+    requirePrerequisites(['virt-install']);
+    const caps = virshOk(['domcapabilities', '--machine', 'q35']);
+    writeFileSync(domcapsFile, caps);
+    domcaps = parseXml(caps);
+    assert.is(domcaps.child('features')?.child('sev')?.attrs['supported'], 'yes', 'domcapabilities must report <sev supported="yes">');
+  });
+
+  for (const v of VARIANTS) {
+    test(`virt-install ${v.id}`, () => {
+      assert.ok(domcaps, 'domcapabilities were not read (see the prerequisites test)');
+      if (v.osinfo !== undefined && !knownOsinfo(v.osinfo)) {
+        console.log(`virt-install ${v.id}: osinfo-db here does not know ${v.osinfo}; variant not run`);
+        return;
+      }
+      const name = `sevx-test-vi-${v.id}`;
+      const pools = virsh(['pool-list', '--all', '--name']).stdout;
+      const gen = run('virt-install', ['--connect', URI, '--print-xml', '--dry-run', '--name', name, '--memory', '2048', '--vcpus', '2', '--noautoconsole', '--disk', 'none', ...v.args]);
+      assert.is(gen.code, 0, `virt-install: ${gen.stderr}`);
+      assert.is(virsh(['pool-list', '--all', '--name']).stdout, pools, 'virt-install --dry-run created a storage pool');
+
+      const tagged = addTag(gen.stdout);
+      assert.ok(tagged.includes(TAG), 'the tag went in');
+      const input = join(work, `${name}.in.xml`);
+      writeFileSync(input, tagged);
+      const conv = runBin(['--domcaps', domcapsFile, input]);
+      assert.is(conv.code, 0, `dist/sev-xform refused virt-install's ${v.id}: ${conv.stderr}`);
+      for (const line of conv.stderr.split('\n').filter(Boolean)) assert.match(line, /^sev-xform: warning: /, 'stderr carries only warnings');
+      const output = join(work, `${name}.xml`);
+      writeFileSync(output, conv.stdout);
+
+      const schema = validateSchema(output);
+      assert.ok(schema.code === 0, `virt-xml-validate: ${schema.stderr}${schema.stdout}`);
+
+      const copy = join(work, `${name}.define.xml`);
+      libvirtCopy(output, name, copy);
+      const domain = parseXml(readFileSync(copy, 'utf8'));
+      const sev = sevExpectation(domain, domcaps!);
+      assert.ok(sev, 'the converted domain has launchSecurity');
+      const r = defineAndRender(copy, name, domain);
+      const problems = renderProblems(domain, r.defined, r.cmd, sev);
+      assert.ok(problems.length === 0, `${v.id}:\n  ${problems.join('\n  ')}\n${describeCommand(r.cmd)}`);
+    });
+  }
+
+  test.after(() => rmSync(work, { recursive: true, force: true }));
+  test.run();
+}
