@@ -16,11 +16,11 @@ export interface CheckResult {
 
 export const CHECK_OPTIONS: TransformOptions = { firmware: 'auto' };
 
-export function checkDomain(input: string, host: HostFacts, options: TransformOptions = CHECK_OPTIONS): CheckResult {
-  const doc = readDomain(input);
+export function checkDomain(input: string, host: HostFacts, options: TransformOptions = CHECK_OPTIONS, what = 'input'): CheckResult {
+  const doc = readDomain(input, what);
   if (!isSevDomain(doc.root)) return { sev: false, problems: [] };
   try {
-    const r = transformDomain(input, options, host, { all: true });
+    const r = transformDomain(input, options, host, { all: true, what });
     return { sev: true, problems: r.changes.map((c) => `${c.rule}: needs change: ${c.message}`) };
   } catch (e: unknown) {
     if (e instanceof FailureError && e.failure.kind !== 'bad-input' && e.failure.kind !== 'usage')

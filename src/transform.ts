@@ -39,9 +39,9 @@ export function transformDomain(
   input: string,
   options: TransformOptions,
   host: HostFacts,
-  opts: { all?: boolean; rules?: readonly Rule[] } = {},
+  opts: { all?: boolean; rules?: readonly Rule[]; what?: string } = {},
 ): TransformResult {
-  const doc = readDomain(input);
+  const doc = readDomain(input, opts.what);
   const domain = doc.root;
   const tag = findTag(domain);
   if (!tag && !opts.all) return { output: input, converted: false, changes: [], warnings: [] };

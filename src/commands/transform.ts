@@ -66,7 +66,7 @@ async function convertOne(
   label?: string,
 ): Promise<void> {
   const input = await readInput(io, file);
-  const result = transformDomain(input, options, host, { all: args['all'] === true });
+  const result = transformDomain(input, options, host, { all: args['all'] === true, what: file && file !== '-' ? file : 'stdin' });
   if (args['explain'] === true) {
     const where = label ? `${label}: ` : '';
     if (!result.converted) io.stderr(`sev-xform: ${where}not tagged: left unchanged (use --all to convert anyway)\n`);

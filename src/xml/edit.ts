@@ -134,16 +134,29 @@ export function insertBefore(parent: XmlElement, ref: XmlElement, child: XmlElem
   spliceIn(parent, parent.children.indexOf(ref), sep ? [child, new XmlText(sep)] : [child]);
 }
 
-/** Makes `child` the only element of `parent`, on its own line when the document has lines. */
+/**
+ * Makes `child` the first element of `parent`, on its own line when the
+ * document has lines. Comments already inside stay, before the child.
+ */
 function insertIntoEmpty(parent: XmlElement, child: XmlElement): void {
   const { nl, unit } = layout(parent);
   const outer = indentOf(parent);
   const inner = outer + unit;
   formatFresh(child, inner, nl, unit, root(parent).quote);
-  for (const c of parent.children) c.parent = null;
-  parent.children = [];
-  spliceIn(parent, 0, nl ? [new XmlText(nl + inner), child, new XmlText(nl + outer)] : [child]);
   if (parent.endRaw === null) parent.endRaw = `</${parent.name}>`;
+  if (parent.children.every((c) => c.kind === 'text' && c.isWhitespace())) {
+    for (const c of parent.children) c.parent = null;
+    parent.children = [];
+    spliceIn(parent, 0, nl ? [new XmlText(nl + inner), child, new XmlText(nl + outer)] : [child]);
+    return;
+  }
+  // Keep the closing line's whitespace last; the child goes on a line of its own before it.
+  const last = parent.children[parent.children.length - 1];
+  const trailing = last && last.kind === 'text' && last.isWhitespace() ? last : undefined;
+  const at = trailing ? parent.children.length - 1 : parent.children.length;
+  const lead = trailing ? lastLine(trailing.raw) + unit : nl ? nl + inner : '';
+  spliceIn(parent, at, lead ? [new XmlText(lead), child] : [child]);
+  if (!trailing && nl) spliceIn(parent, parent.children.length, [new XmlText(nl + outer)]);
 }
 
 /**

@@ -3,8 +3,8 @@
 // Every byte of the input is kept in the tree (raw attribute text, the
 // whitespace inside tags, comments, the prolog), so serialising an unchanged
 // tree gives the input back byte for byte and an edit touches only the bytes it
-// must. fast-xml-parser's tree cannot do that (it keeps no source text), so it
-// checks well-formedness first (see ./read.ts) and this module keeps the bytes.
+// must. fast-xml-parser's tree cannot do that (it keeps no source text), so this
+// module both checks well-formedness (with line and column) and keeps the bytes.
 
 import { XmlInputError } from './errors.js';
 
@@ -189,6 +189,36 @@ function writeNode(node: XmlNode, out: string[]): void {
 /** Deepest nesting accepted; libvirt domains nest about 8 deep. */
 export const MAX_DEPTH = 256;
 
+/**
+ * Most nodes (elements, attributes, text runs, comments) accepted: a domain
+ * with a thousand disks as virt-install writes them has about 25,000. Bounds
+ * the tree's memory, which the 64 MiB input limit alone would let reach gigabytes.
+ */
+export const MAX_NODES = 200_000;
+
+/**
+ * Most child elements of one element: libvirt domains have at most a few
+ * hundred devices, and the rules' per-device work grows with the square of it
+ * (10,000 devices took 3 s).
+ */
+export const MAX_CHILDREN = 4096;
+
+/** A name as it appears in a message: hostile input can make one megabytes long. */
+function shown(name: string): string {
+  return name.length > 64 ? `${name.slice(0, 64)}...` : name;
+}
+
+/** "line L, column C" of offset `at`, counting without splitting (the input may have millions of lines). */
+function position(src: string, at: number): string {
+  let line = 1;
+  let lineStart = 0;
+  for (let nl = src.indexOf('\n'); nl >= 0 && nl < at; nl = src.indexOf('\n', nl + 1)) {
+    line++;
+    lineStart = nl + 1;
+  }
+  return `line ${line}, column ${at - lineStart + 1}`;
+}
+
 const NAME = /[A-Za-z_:][-A-Za-z0-9_:.]*/y;
 const WS = /[ \t\r\n]*/y;
 
@@ -197,14 +227,29 @@ export function parseXml(src: string): XmlDocument {
   const epilog: XmlNode[] = [];
   let root: XmlElement | null = null;
   const stack: XmlElement[] = [];
+  /** Where each element on `stack` starts, to say where an unclosed one was opened. */
+  const opened: number[] = [];
+  /** How many child elements each element on `stack` has so far. */
+  const childCounts: number[] = [];
   let i = 0;
   const n = src.length;
+  let nodes = 0;
 
   const fail = (msg: string, at: number): never => {
-    const line = src.slice(0, at).split('\n').length;
-    throw new XmlInputError(`${msg} (line ${line})`);
+    throw new XmlInputError(`${msg} (${position(src, at)})`);
+  };
+  const decodeAt = (raw: string, at: number): string => {
+    try {
+      return decodeEntities(raw);
+    } catch (e: unknown) {
+      return fail((e as Error).message, at);
+    }
+  };
+  const count = (at: number): void => {
+    if (++nodes > MAX_NODES) fail(`more than ${MAX_NODES} elements, attributes and text runs: not a libvirt domain`, at);
   };
   const add = (node: XmlNode): void => {
+    count(i);
     const top = stack[stack.length - 1];
     if (top) {
       node.parent = top;
@@ -219,13 +264,7 @@ export function parseXml(src: string): XmlDocument {
     if (lt !== i) {
       const end = lt < 0 ? n : lt;
       const raw = src.slice(i, end);
-      if (raw.includes('&')) {
-        try {
-          decodeEntities(raw);
-        } catch (e: unknown) {
-          fail((e as Error).message, i);
-        }
-      }
+      decodeAt(raw, i);
       add(new XmlText(raw));
       i = end;
       continue;
@@ -255,9 +294,11 @@ export function parseXml(src: string): XmlDocument {
       const name = m![0];
       WS.lastIndex = NAME.lastIndex;
       WS.exec(src);
-      if (src[WS.lastIndex] !== '>') fail(`malformed end tag </${name}>`, i);
+      if (src[WS.lastIndex] !== '>') fail(`malformed end tag </${shown(name)}>`, i);
       const top = stack.pop();
-      if (!top || top.name !== name) fail(`end tag </${name}> does not match <${top?.name ?? ''}>`, i);
+      opened.pop();
+      childCounts.pop();
+      if (!top || top.name !== name) fail(`end tag </${shown(name)}> does not match <${shown(top?.name ?? '')}>`, i);
       top!.endRaw = src.slice(i, WS.lastIndex + 1);
       i = WS.lastIndex + 1;
     } else {
@@ -266,6 +307,9 @@ export function parseXml(src: string): XmlDocument {
       if (!m) fail('malformed start tag', i);
       if (stack.length === 0 && root) fail('more than one root element', i);
       const el = new XmlElement(m![0]);
+      const tag = shown(el.name);
+      // A Set, not a scan of el.attrs: one start tag may carry many thousands of attributes.
+      const seen = new Set<string>();
       let p = NAME.lastIndex;
       let selfClosing = false;
       for (;;) {
@@ -279,25 +323,28 @@ export function parseXml(src: string): XmlDocument {
           p = selfClosing ? wsEnd + 2 : wsEnd + 1;
           break;
         }
-        if (wsEnd === p) fail(`malformed start tag <${el.name}>`, i);
+        if (wsEnd === p) fail(`malformed start tag <${tag}>`, i);
         NAME.lastIndex = wsEnd;
         const an = NAME.exec(src);
-        if (!an) fail(`malformed attribute in <${el.name}>`, wsEnd);
+        if (!an) fail(`malformed attribute in <${tag}>`, wsEnd);
         const aname = an![0];
+        const attr = shown(aname);
         WS.lastIndex = NAME.lastIndex;
         WS.exec(src);
-        if (src[WS.lastIndex] !== '=') fail(`attribute ${aname} of <${el.name}> has no value`, wsEnd);
+        if (src[WS.lastIndex] !== '=') fail(`attribute ${attr} of <${tag}> has no value`, wsEnd);
         WS.lastIndex += 1;
         WS.exec(src);
         const q = src[WS.lastIndex];
-        if (q !== '"' && q !== "'") fail(`attribute ${aname} of <${el.name}> is not quoted`, wsEnd);
+        if (q !== '"' && q !== "'") fail(`attribute ${attr} of <${tag}> is not quoted`, wsEnd);
         const vstart = WS.lastIndex + 1;
         const vend = src.indexOf(q!, vstart);
-        if (vend < 0) fail(`unterminated attribute ${aname} of <${el.name}>`, wsEnd);
+        if (vend < 0) fail(`unterminated attribute ${attr} of <${tag}>`, wsEnd);
         const rawValue = src.slice(vstart, vend);
-        if (rawValue.includes('<')) fail(`attribute ${aname} of <${el.name}> contains '<'`, wsEnd);
-        if (el.attrs.some((a) => a.name === aname)) fail(`duplicate attribute ${aname} in <${el.name}>`, wsEnd);
-        el.attrs.push({ name: aname, value: decodeEntities(rawValue), raw: src.slice(p, vend + 1) });
+        if (rawValue.includes('<')) fail(`attribute ${attr} of <${tag}> contains '<'`, wsEnd);
+        if (seen.has(aname)) fail(`duplicate attribute ${attr} in <${tag}>`, wsEnd);
+        seen.add(aname);
+        count(wsEnd);
+        el.attrs.push({ name: aname, value: decodeAt(rawValue, vstart), raw: src.slice(p, vend + 1) });
         p = vend + 1;
       }
       // Attributes this program adds use the quote the element (else the document) already uses.
@@ -305,17 +352,23 @@ export function parseXml(src: string): XmlDocument {
       if (firstAttr) el.quote = firstAttr.raw.endsWith('"') ? '"' : "'";
       else if (root) el.quote = root.quote;
       if (stack.length === 0) root = el;
-      else add(el);
+      else {
+        add(el);
+        const siblings = ++childCounts[childCounts.length - 1]!;
+        if (siblings > MAX_CHILDREN) fail(`<${shown(stack[stack.length - 1]!.name)}> has more than ${MAX_CHILDREN} child elements`, i);
+      }
       if (!selfClosing) {
         // Replaced by the source's own end tag when it is read.
         el.endRaw = `</${el.name}>`;
         stack.push(el);
+        opened.push(i);
+        childCounts.push(0);
         if (stack.length > MAX_DEPTH) fail(`elements nest deeper than ${MAX_DEPTH} levels`, i);
       }
       i = p;
     }
   }
-  if (stack.length > 0) fail(`<${stack[stack.length - 1]!.name}> is not closed`, n);
+  if (stack.length > 0) fail(`<${shown(stack[stack.length - 1]!.name)}> is never closed`, opened[opened.length - 1]!);
   if (!root) throw new XmlInputError('no root element');
   return new XmlDocument(prolog, root, epilog);
 }
@@ -326,15 +379,16 @@ const NAMED: Record<string, string> = { lt: '<', gt: '>', amp: '&', quot: '"', a
 
 export function decodeEntities(raw: string): string {
   if (!raw.includes('&')) return raw;
-  return raw.replace(/&(#x[0-9A-Fa-f]+|#[0-9]+|[A-Za-z][A-Za-z0-9]*);?/g, (whole, body: string) => {
-    if (!whole.endsWith(';')) throw new XmlInputError(`malformed entity reference '${whole}'`);
+  // The body is optional so that a bare '&' matches too: it is not well-formed XML.
+  return raw.replace(/&(#x[0-9A-Fa-f]+|#[0-9]+|[A-Za-z][A-Za-z0-9]*)?;?/g, (whole, body: string | undefined) => {
+    if (body === undefined || !whole.endsWith(';')) throw new XmlInputError(`malformed entity reference '${shown(whole)}'`);
     if (body.startsWith('#')) {
       const code = body[1] === 'x' ? parseInt(body.slice(2), 16) : parseInt(body.slice(1), 10);
-      if (!Number.isFinite(code) || code > 0x10ffff) throw new XmlInputError(`bad character reference '${whole}'`);
+      if (!Number.isFinite(code) || code > 0x10ffff) throw new XmlInputError(`bad character reference '${shown(whole)}'`);
       return String.fromCodePoint(code);
     }
     const v = NAMED[body];
-    if (v === undefined) throw new XmlInputError(`undefined entity '&${body};'`);
+    if (v === undefined) throw new XmlInputError(`undefined entity '&${shown(body)};'`);
     return v;
   });
 }

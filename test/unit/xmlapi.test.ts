@@ -36,6 +36,16 @@ test('removing an element takes its leading whitespace', () => {
   assert.is(doc.toString(), `<domain>\n  <a/>\n  <c/>\n</domain>`);
 });
 
+test('comments inside an element without child elements survive an insertion', () => {
+  const doc = parseXml(`<domain>\n  <features>\n    <!-- keep -->\n  </features>\n  <memballoon model='virtio'><!-- note --></memballoon>\n</domain>`);
+  insertOrdered(doc.root.first('features')!, createElement('acpi'), []);
+  insertOrdered(doc.root.first('memballoon')!, createElement('driver', [['iommu', 'on']]), []);
+  assert.is(
+    doc.toString(),
+    `<domain>\n  <features>\n    <!-- keep -->\n    <acpi/>\n  </features>\n  <memballoon model='virtio'><!-- note -->\n    <driver iommu='on'/>\n  </memballoon>\n</domain>`,
+  );
+});
+
 test('one-line documents stay on one line', () => {
   const doc = parseXml(`<domain><devices><disk/></devices></domain>`);
   insertOrdered(doc.root, createElement('memtune'), ['memtune', 'devices']);
