@@ -1,10 +1,11 @@
 // The filter as an operator runs it: the built binary, stdin/stdout, exit codes.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { runBin } from '../support/bin.js';
+import { BIN, runBin } from '../support/bin.js';
 
 const HOST = ['--domcaps', 'fixtures/hosts/sev-epyc-rome.xml', '--firmware-dirs', 'fixtures/hosts/firmware-sev'];
 const TAGGED = 'examples/domain.xml';
@@ -65,6 +66,17 @@ test('a refusal exits 1 with one line naming the element, and prints nothing', (
   assert.is(r.stdout, '');
   oneLine(r.stderr);
   assert.match(r.stderr, /refused: domain\/os\/type: machine 'isapc'/);
+});
+
+test('the single binary runs with no Node on PATH and ignores NODE_OPTIONS', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sevx-evil-'));
+  const evil = join(dir, 'evil.cjs');
+  writeFileSync(evil, `require('fs').writeFileSync(${JSON.stringify(join(dir, 'ran'))}, 'x');`);
+  const r = spawnSync(BIN, [...HOST, TAGGED], { env: { PATH: '/nonexistent', NODE_OPTIONS: `--require ${evil}` }, encoding: 'utf8' });
+  assert.is(r.status, 0, r.stderr);
+  assert.match(r.stdout, /<launchSecurity type='sev'>/);
+  assert.not.ok(existsSync(join(dir, 'ran')), 'NODE_OPTIONS injected code into the binary');
+  rmSync(dir, { recursive: true });
 });
 
 test('--help prints usage on stdout and exits 0', () => {

@@ -4,20 +4,14 @@
 // unchanged. SEV_XFORM_REGEN=1 rewrites the goldens (review the diff); never in CI.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCli } from '../support/run-cli.js';
+import { FIXTURES, goldenCases } from '../support/fixtures.js';
 
-const FIXTURES = 'fixtures';
 const DEFAULT_HOST = ['--domcaps', 'fixtures/hosts/sev-epyc-rome.xml', '--firmware-dirs', 'fixtures/hosts/firmware-sev'];
 const regen = process.env['SEV_XFORM_REGEN'] === '1';
 if (regen && process.env['CI']) throw new Error('SEV_XFORM_REGEN is refused in CI: goldens are reviewed, never regenerated silently');
-
-export function goldenCases(): string[] {
-  return readdirSync(FIXTURES)
-    .filter((d) => existsSync(join(FIXTURES, d, 'in.xml')))
-    .sort();
-}
 
 function caseArgs(dir: string): string[] {
   const file = join(dir, 'args.json');
