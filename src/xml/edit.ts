@@ -60,9 +60,18 @@ function root(el: XmlElement): XmlElement {
 }
 
 /** Newline and one indentation step of the document, '' for a one-line document. */
+const layouts = new WeakMap<XmlElement, { nl: string; unit: string }>();
+
 function layout(el: XmlElement): { nl: string; unit: string } {
+  const r = root(el);
+  let found = layouts.get(r);
+  if (!found) layouts.set(r, (found = measureLayout(r)));
+  return found;
+}
+
+function measureLayout(top: XmlElement): { nl: string; unit: string } {
   // Take the step from the shallowest element that has indented children.
-  const queue: XmlElement[] = [root(el)];
+  const queue: XmlElement[] = [top];
   for (let q = 0; q < queue.length && q < 64; q++) {
     const cur = queue[q]!;
     const kids = cur.elements();
