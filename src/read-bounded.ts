@@ -19,21 +19,38 @@ export async function readStreamBounded(stream: Readable, limit: number): Promis
   return Buffer.concat(chunks, size);
 }
 
-/** Reads at most `limit + 1` bytes of a file; a regular file's size is known without reading it. */
+/**
+ * Reads at most `limit + 1` bytes of a file. A regular file's size from fstat
+ * sizes the buffer, but is not trusted: /proc files report 0, and a file may
+ * grow while it is read, so reading goes on until end of file or the cap.
+ */
 export function readFileBounded(path: string, limit: number): Uint8Array {
+  const cap = limit + 1;
   const fd = openSync(path, 'r');
   try {
     const st = fstatSync(fd);
-    const cap = st.isFile() ? Math.min(st.size, limit + 1) : limit + 1;
-    const buf = Buffer.allocUnsafe(cap);
-    let size = 0;
-    while (size < cap) {
-      const n = readSync(fd, buf, size, cap - size, null);
-      if (n === 0) break;
-      size += n;
+    const known = st.isFile() && st.size > 0 ? Math.min(st.size, cap) : 0;
+    let buf = Buffer.allocUnsafe(known || 64 * 1024);
+    let n = 0;
+    for (;;) {
+      if (n === buf.length) {
+        if (n >= cap) break;
+        // Probe before growing: most files end exactly where fstat said.
+        const probe = Buffer.allocUnsafe(64 * 1024);
+        const r = readSync(fd, probe, 0, Math.min(probe.length, cap - n), null);
+        if (r === 0) break;
+        const bigger = Buffer.allocUnsafe(Math.min(Math.max(buf.length * 2, n + r), cap));
+        buf.copy(bigger, 0, 0, n);
+        probe.copy(bigger, n, 0, r);
+        buf = bigger;
+        n += r;
+        continue;
+      }
+      const r = readSync(fd, buf, n, buf.length - n, null);
+      if (r === 0) break;
+      n += r;
     }
-    // A regular file that grew while being read is still cut at the limit.
-    return buf.subarray(0, size);
+    return buf.subarray(0, n);
   } finally {
     closeSync(fd);
   }

@@ -18,21 +18,26 @@
 // `virsh CMD --option` exists in the installed virsh (`virsh help CMD`); `ansible ... -a "CMD"`
 // is checked as CMD.
 //
-// Run blocks run in document order, each in its own `bash -eo pipefail`, in a sandbox shared by
-// the blocks of one document: cwd holds caps.xml (examples/domcaps.xml: SEV, 15 slots, no
-// SEV-ES), in.xml and domains/*.xml; PATH starts with the built dist/sev-xform and a fake virsh
-// whose domains are web1, web2 (tagged, unconverted), db1 (untagged) and VM (tagged). The fake
-// virsh keeps domains as files, runs the hook shim (hooks/qemu, pointed at dist/sev-xform) on
-// `start` as libvirt does, and answers domcapabilities with caps.xml. Running needs root: the
-// blocks run in a private mount namespace where /var/lib is a sandbox folder, so the host cache,
-// apply's backups and the hook's reads never touch this machine's /var/lib/sev-xform. Without
-// root only the checks run (one line says so).
+// Run blocks run in document order, each in its own `bash -o pipefail` (with -e when it must exit
+// 0; exit=1 and exit=any blocks run to their end and their last command's exit counts), in a
+// sandbox shared by the blocks of one document. Its cwd holds caps.xml (examples/domcaps.xml:
+// SEV, 15 slots, no SEV-ES), in.xml and domains/*.xml; PATH starts with the built dist/sev-xform
+// and a fake virsh whose domains are web1, web2 (tagged, unconverted) and db1 (untagged), plus VM
+// (tagged) for the --help examples. The fake virsh keeps domains as files, validates what it
+// defines with virt-xml-validate when installed, runs the hook shim (hooks/qemu, pointed at
+// dist/sev-xform) on `start` as libvirt does, and answers domcapabilities with caps.xml.
+// Running needs root: the blocks run in a private mount namespace where /var/lib is a sandbox
+// folder, so the host cache, apply's backups and the hook's reads never touch this machine's
+// /var/lib/sev-xform. Without root only the checks run (one line says so).
+//
+// The Ansible playbook docs/ansible/site.yml is syntax-checked, and as root run for real against
+// localhost (with the built .deb and the fake virsh), then the package is purged.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import yargs from 'yargs';
 import { COMMANDS } from '../../src/commands/index.js';
 import { BIN } from '../support/bin.js';
@@ -304,7 +309,8 @@ function renamed(xml: string, name: string, n: number): string {
   return xml.replace(/<name>[^<]*<\/name>/, `<name>${name}</name>`).replace(/<uuid>[^<]*<\/uuid>/, `<uuid>3e3fce45-4f53-4fa7-bb32-${String(n).padStart(12, '0')}</uuid>`);
 }
 
-function makeSandbox(): Sandbox {
+/** The sandbox; `VM`, the domain the --help examples name, only when asked for, so the docs' outputs show their own domains. */
+function makeSandbox(withVM = false): Sandbox {
   const root = mkdtempSync(join(tmpdir(), 'sev-xform-docs-'));
   const work = join(root, 'work');
   const bin = join(root, 'bin');
@@ -331,7 +337,7 @@ function makeSandbox(): Sandbox {
     web1: renamed(example, 'web1', 1),
     web2: renamed(q35, 'web2', 2),
     db1: renamed(untagged, 'db1', 3),
-    VM: renamed(example, 'VM', 4),
+    ...(withVM ? { VM: renamed(example, 'VM', 4) } : {}),
   };
   for (const [name, xml] of Object.entries(domains)) writeFileSync(join(libvirt, 'domains', `${name}.xml`), xml);
   for (const name of ['web1', 'web2', 'db1']) writeFileSync(join(work, 'domains', `${name}.xml`), domains[name]!);
@@ -358,11 +364,15 @@ interface Ran {
   stderr: string;
 }
 
-/** Runs a script in the sandbox, in a private mount namespace whose /var/lib is the sandbox's. */
-function runIn(s: Sandbox, script: string): Ran {
+/**
+ * Runs a script in the sandbox, in a private mount namespace whose /var/lib is the sandbox's.
+ * A block that must exit 0 stops at its first failure (-e); the others run to their end.
+ */
+function runIn(s: Sandbox, script: string, stopOnFailure = true): Ran {
+  const shell = stopOnFailure ? 'bash -eo pipefail' : 'bash -o pipefail';
   const r = spawnSync(
     'unshare',
-    ['--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount --bind "$1" /var/lib && cd "$2" && exec bash -eo pipefail -c "$3"', 'sh', s.varLib, s.work, script],
+    ['--mount', '--propagation', 'private', '--', 'sh', '-c', `mount --bind "$1" /var/lib && cd "$2" && exec ${shell} -c "$3"`, 'sh', s.varLib, s.work, script],
     { encoding: 'utf8', env: s.env, timeout: 120_000 },
   );
   return { code: r.status, stdout: r.stdout ?? '', stderr: (r.stderr ?? '') + (r.error ? `\n(${r.error.message})` : '') };
@@ -415,10 +425,10 @@ test('every sh block in docs/ passes bash -n, and its sev-xform and virsh comman
 });
 
 test('the checks catch what they are for', async () => {
-  const fake: Block = { file: 'fake.md', line: 1, info: 'sh', text: 'sev-xform plan --gusts 2\nvirsh dumpxml --inactiv web1\nvirsh strat web1\nsev-xform nonsense x y\n' };
+  const fake: Block = { file: 'fake.md', line: 1, info: 'sh', text: 'sev-xform plan --gusts 2\nvirsh dumpxml --inactiv web1\nvirsh strat web1\nsev-xform host extra\n' };
   const problems = await checkBlock(fake);
   assert.ok(problems.some((p) => p.includes('Unknown argument') && p.includes('gusts')), problems.join('\n'));
-  assert.ok(problems.some((p) => p.includes('Unknown argument') && p.includes('nonsense')), problems.join('\n'));
+  assert.ok(problems.some((p) => p.includes('Unknown argument: extra')), problems.join('\n'));
   if (HAVE_VIRSH) {
     assert.ok(problems.some((p) => p.includes('has no option --inactiv')), problems.join('\n'));
     assert.ok(problems.some((p) => p.includes("no command 'strat'")), problems.join('\n'));
@@ -449,7 +459,8 @@ for (const file of docFiles) {
       const b = all[i]!;
       const kind = kindOf(b);
       if (typeof kind !== 'object' || !kind.run) continue;
-      const r = runIn(s, b.text);
+      const r = runIn(s, b.text, kind.exit === 0);
+      if (process.env['DEBUG_DOCS']) console.log(`\n## ${file}:${b.line} exit ${r.code}\n${b.text}--\n${r.stdout}${r.stderr}`);
       const where = `${file}:${b.line}: exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
       if (kind.exit === 'any') assert.ok(r.code === 0 || r.code === 1, where);
       else assert.is(r.code, kind.exit, where);
@@ -509,7 +520,7 @@ function examplesOf(help: string): string[] {
 
 test('every command has examples in --help, and each one is in the table of this test', () => {
   const top = helpOf([]);
-  const commands = [...top.matchAll(/^ {2}sev-xform (\S+)/gm)].map((m) => m[1]!);
+  const commands = [...top.slice(0, top.indexOf('\n\n', top.indexOf('Commands:'))).matchAll(/^ {2}sev-xform (\S+)/gm)].map((m) => m[1]!);
   assert.ok(commands.includes('plan') && commands.includes('hook'), commands.join(' '));
   const seen: string[] = [];
   for (const c of ['', ...commands.filter((c) => c !== 'transform')]) {
@@ -526,7 +537,7 @@ test('every --help example parses, and runs with the expected exit in a fresh sa
   for (const [example, exit] of Object.entries(EXAMPLE_EXITS)) {
     problems.push(...(await checkBlock({ file: '--help', line: 0, info: 'sh', text: example + '\n' })));
     if (!CAN_RUN) continue;
-    const r = runIn(makeSandbox(), example);
+    const r = runIn(makeSandbox(true), example);
     const ok = exit === 'any' ? r.code === 0 || r.code === 1 : r.code === exit;
     if (!ok) problems.push(`${example}: exit ${r.code}, expected ${exit}\n${r.stdout}${r.stderr}`);
     if (/Unknown argument|see --help/.test(r.stderr)) problems.push(`${example}: usage error: ${r.stderr}`);
@@ -539,7 +550,7 @@ test('every --help example parses, and runs with the expected exit in a fresh sa
 
 test('the --help examples do what they say', () => {
   if (!CAN_RUN) return;
-  const s = makeSandbox();
+  const s = makeSandbox(true);
   const define = runIn(s, 'virsh dumpxml --inactive VM | sev-xform | virsh define /dev/stdin && virsh dumpxml VM | sev-xform check');
   assert.is(define.code, 0, define.stderr);
   assert.match(define.stdout, /a correct SEV guest/);
@@ -552,7 +563,11 @@ test('the --help examples do what they say', () => {
 
 // ---- the Ansible playbook
 
-const HAVE_ANSIBLE = spawnSync('ansible-playbook', ['--version']).status === 0;
+/** Ansible writes ~/.ansible; a throw-away HOME keeps it out of the real one. */
+const ansibleHome = mkdtempSync(join(tmpdir(), 'sev-xform-ansible-home-'));
+const ANSIBLE_ENV = { ...process.env, HOME: ansibleHome, LC_ALL: 'C.UTF-8', ANSIBLE_NOCOLOR: '1' };
+test.after(() => rmSync(ansibleHome, { recursive: true, force: true }));
+const HAVE_ANSIBLE = spawnSync('ansible-playbook', ['--version'], { env: ANSIBLE_ENV }).status === 0;
 
 test('docs/ansible/site.yml passes ansible-playbook --syntax-check', () => {
   if (!HAVE_ANSIBLE) {
@@ -562,7 +577,7 @@ test('docs/ansible/site.yml passes ansible-playbook --syntax-check', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sev-xform-ansible-'));
   try {
     writeFileSync(join(dir, 'hosts.ini'), '[sev_hosts]\nlocalhost ansible_connection=local\n');
-    const r = spawnSync('ansible-playbook', ['-i', join(dir, 'hosts.ini'), '--syntax-check', 'docs/ansible/site.yml'], { encoding: 'utf8' });
+    const r = spawnSync('ansible-playbook', ['-i', join(dir, 'hosts.ini'), '--syntax-check', 'docs/ansible/site.yml'], { encoding: 'utf8', env: ANSIBLE_ENV });
     assert.is(r.status, 0, r.stdout + r.stderr);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -585,22 +600,28 @@ test('docs/ansible/site.yml installs the built .deb on localhost and converts th
     console.log(`docs: site.yml not run against localhost: sev-xform is already here (${taken.join(', ') || 'dpkg'})`);
     return;
   }
-  const s = makeSandbox();
+  const s = makeSandbox(true);
   const out = join(s.root, 'deb');
   const built = spawnSync(process.execPath, ['scripts/package.mjs', '--compression', 'zstd', '--out-dir', out], { encoding: 'utf8' });
   assert.is(built.status, 0, built.stderr);
   const deb = resolve(built.stdout.trim());
   writeFileSync(join(s.root, 'hosts.ini'), '[sev_hosts]\nlocalhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n');
-  const play = (): Ran => {
+  const play = (extra: string[] = []): Ran => {
     const r = spawnSync(
       'ansible-playbook',
-      ['-i', join(s.root, 'hosts.ini'), resolve('docs/ansible/site.yml'), '-e', `sev_xform_deb=${deb}`, '-e', 'sev_xform_restart_libvirt=false', '-e', 'ansible_become=false'],
+      ['-i', join(s.root, 'hosts.ini'), resolve('docs/ansible/site.yml'), '-e', `sev_xform_deb=${deb}`, '-e', 'sev_xform_restart_libvirt=false', '-e', 'ansible_become=false', ...extra],
       { encoding: 'utf8', cwd: s.work, env: { ...s.env, LC_ALL: 'C.UTF-8', ANSIBLE_NOCOLOR: '1', ANSIBLE_LOCAL_TEMP: join(s.root, 'ansible-tmp'), ANSIBLE_REMOTE_TEMP: join(s.root, 'ansible-tmp') }, timeout: 600_000 },
     );
     return { code: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
   };
   try {
+    // Check mode on a host without the package: nothing installed, nothing defined.
+    const dry = play(['--check']);
+    assert.is(dry.code, 0, dry.stdout + dry.stderr);
+    assert.not.ok(dpkgInstalled('sev-xform'), 'check mode installed nothing');
+    assert.not.match(readFileSync(join(s.env['FAKE_VIRSH_DIR']!, 'domains/web1.xml'), 'utf8'), /launchSecurity/, 'check mode defined nothing');
     const first = play();
+    if (process.env['DEBUG_ANSIBLE']) console.log(first.stdout);
     assert.is(first.code, 0, first.stdout + first.stderr);
     assert.match(first.stdout, /localhost\s+: ok=\d+\s+changed=[1-9]/);
     assert.ok(dpkgInstalled('sev-xform'), 'the package is installed');
@@ -611,8 +632,11 @@ test('docs/ansible/site.yml installs the built .deb on localhost and converts th
     const second = play();
     assert.is(second.code, 0, second.stdout + second.stderr);
     assert.match(second.stdout, /localhost\s+: ok=\d+\s+changed=0 /, 'a second run changes nothing');
+    const check = play(['--check']);
+    assert.match(check.stdout, /localhost\s+: ok=\d+\s+changed=0 /, 'check mode on a converted host: nothing to do');
   } finally {
     const purge = spawnSync('dpkg', ['--purge', 'sev-xform'], { encoding: 'utf8' });
+    rmSync(join('/var/cache', basename(deb)), { force: true });
     assert.is(purge.status, 0, purge.stderr);
   }
   for (const p of ['/usr/bin/sev-xform', '/etc/libvirt/hooks/qemu.d/sev-xform', '/var/lib/sev-xform', '/etc/sev-xform']) assert.not.ok(existsSync(p), `${p} is gone after purge`);

@@ -88,10 +88,11 @@ test("sizes follow libvirt's unit rules and come out in KiB, rounded up", () => 
   }
 });
 
-test('MiB in messages: exact when whole, and never rounded in the plan\'s favour', () => {
+test('MiB in messages: to a tenth, never rounded in the plan\'s favour', () => {
   assert.is(mib(4096 * 1024), '4096 MiB');
   assert.is(mib(1025), '1.1 MiB');
-  assert.is(mib(1025, 'down'), '1.0 MiB');
+  assert.is(mib(1025, 'down'), '1 MiB');
+  assert.is(mib(1024 * 3 + 1000, 'down'), '3.9 MiB');
 });
 
 // ---- --guests
@@ -152,7 +153,10 @@ test('more SEV guests than maxGuests, and a host with 0 slots, do not fit', asyn
   assert.match(r.stdout, /slots    SEV: 16 needed, 15 available .*: does not fit\nslots    SEV-ES: .*\nverdict  does not fit \(slots\)\n$/);
   const zero = await plan(['--guests', '1', '--memory', '1GiB', '--mem-total', '1TiB', '--domcaps', caps(0, 0)]);
   assert.is(zero.code, 1);
-  assert.match(zero.stderr, /the host has 0 \(<maxGuests> in .*\): none can start/);
+  assert.match(zero.stderr, /the host has 0 \(<maxGuests> in .*\): none can start \(leave SEV ASIDs/);
+  const zeroEs = await plan(['--guests', '1', '--memory', '1GiB', '--policy', '0x0037', '--mem-total', '1TiB', '--domcaps', caps(15, 0)]);
+  assert.is(zeroEs.code, 1);
+  assert.match(zeroEs.stderr, /the host has 0 \(<maxESGuests> in .*\): none can start \(raise the SEV-ES ASID Space Limit/);
 });
 
 test("a host whose domcapabilities say <sev supported='no'> cannot take any SEV guest", async () => {
