@@ -5,18 +5,20 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 
-/** Reads at most `limit + 1` bytes from a stream: one byte over tells the caller it was too large. */
+/**
+ * Reads at most `limit + 1` bytes from a stream: one byte over tells the caller
+ * it was too large. Chunks are copied into one buffer of the cap as they come
+ * (its untouched pages cost no memory), so the peak is the data once, not the
+ * chunks plus their concatenation.
+ */
 export async function readStreamBounded(stream: Readable, limit: number): Promise<Uint8Array> {
-  const chunks: Buffer[] = [];
+  const buf = Buffer.allocUnsafe(limit + 1);
   let size = 0;
   for await (const chunk of stream) {
-    const buf = chunk as Buffer;
-    const room = limit + 1 - size;
-    chunks.push(buf.length > room ? buf.subarray(0, room) : buf);
-    size += Math.min(buf.length, room);
+    size += (chunk as Buffer).copy(buf, size);
     if (size > limit) break;
   }
-  return Buffer.concat(chunks, size);
+  return buf.subarray(0, size);
 }
 
 /**
