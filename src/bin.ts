@@ -1,10 +1,11 @@
 // The only file that touches `process`: wires stdin/stdout/stderr, the
 // environment and child processes into the CLI, and sets the exit code.
 
-import { readFileSync, readSync, writeSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { readSync, writeSync } from 'node:fs';
 import { startupSnapshot } from 'node:v8';
 import { main } from './cli.js';
+import { readFileBounded, readStreamBounded } from './read-bounded.js';
+import { MAX_INPUT_BYTES } from './xml/read.js';
 import type { Io } from './io.js';
 
 function errnoOf(e: unknown): string | undefined {
@@ -12,26 +13,34 @@ function errnoOf(e: unknown): string | undefined {
 }
 
 /**
- * All of stdin, read with read(2): process.stdin would first build a stream (and load the stream
- * and socket modules), a few milliseconds on every hook call. A non-blocking stdin that has no data
- * yet (EAGAIN) is read on through process.stdin, which waits for it.
+ * Stdin up to the input limit plus one byte (one byte over tells the reader it is too large; an
+ * endless stdin is never held whole), read with read(2): process.stdin would first build a stream
+ * and load the stream and socket modules, a few milliseconds on every hook call. A non-blocking
+ * stdin with no data yet (EAGAIN) is read on through process.stdin, which waits for it.
  */
 async function readStdin(): Promise<Uint8Array> {
-  const chunks: Buffer[] = [];
-  const buffer = Buffer.allocUnsafe(64 * 1024);
-  for (;;) {
+  // A domain fits the first 64 KiB buffer; only larger input takes one buffer of the cap
+  // (whose unwritten pages cost no memory), so the peak is the data once, never chunks plus a copy.
+  let buffer = Buffer.allocUnsafe(64 * 1024);
+  let size = 0;
+  while (size <= MAX_INPUT_BYTES) {
+    if (size === buffer.length) {
+      const bigger = Buffer.allocUnsafe(MAX_INPUT_BYTES + 1);
+      buffer.copy(bigger, 0, 0, size);
+      buffer = bigger;
+    }
     let n: number;
     try {
-      n = readSync(0, buffer, 0, buffer.length, null);
+      n = readSync(0, buffer, size, buffer.length - size, null);
     } catch (e: unknown) {
       if (errnoOf(e) !== 'EAGAIN') throw e;
-      for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-      break;
+      const rest = await readStreamBounded(process.stdin, MAX_INPUT_BYTES - size);
+      return Buffer.concat([buffer.subarray(0, size), rest]);
     }
     if (n === 0) break;
-    chunks.push(Buffer.from(buffer.subarray(0, n)));
+    size += n;
   }
-  return Buffer.concat(chunks);
+  return buffer.subarray(0, size);
 }
 
 /**
@@ -57,11 +66,13 @@ function writeAll(fd: number, text: string): void {
 function processIo(): Io {
   return {
     readStdin,
-    readFile: (path) => readFileSync(path),
+    readFile: (path) => readFileBounded(path, MAX_INPUT_BYTES),
     stdout: (text) => writeAll(1, text),
     stderr: (text) => writeAll(2, text),
     env: process.env,
     run: (cmd, args) => {
+      // Loaded on first use (only virsh needs it), so that the start-up snapshot does not carry it.
+      const { spawnSync } = process.getBuiltinModule('node:child_process');
       const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
       return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '', error: r.error?.message };
     },

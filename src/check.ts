@@ -4,7 +4,7 @@
 
 import { FailureError, renderFailure } from './failure.js';
 import { isSevDomain } from './domain/tag.js';
-import { readDomain, transformDomain } from './transform.js';
+import { readDomain, transformDocument } from './transform.js';
 import type { HostFacts, TransformOptions } from './rules/types.js';
 
 export interface CheckResult {
@@ -16,11 +16,17 @@ export interface CheckResult {
 
 export const CHECK_OPTIONS: TransformOptions = { firmware: 'auto' };
 
-export function checkDomain(input: string, host: HostFacts, options: TransformOptions = CHECK_OPTIONS, what = 'input'): CheckResult {
-  const doc = readDomain(input, what);
+export function checkDomain(
+  input: string,
+  host: HostFacts,
+  options: TransformOptions = CHECK_OPTIONS,
+  what = 'input',
+  trusted = false,
+): CheckResult {
+  const doc = readDomain(input, what, trusted);
   if (!isSevDomain(doc.root)) return { sev: false, problems: [] };
   try {
-    const r = transformDomain(input, options, host, { all: true, what });
+    const r = transformDocument(doc, input, options, host, { all: true, what });
     return { sev: true, problems: r.changes.map((c) => `${c.rule}: needs change: ${c.message}`) };
   } catch (e: unknown) {
     if (e instanceof FailureError && e.failure.kind !== 'bad-input' && e.failure.kind !== 'usage')

@@ -4,6 +4,7 @@
 import yargs, { type Argv } from 'yargs';
 import { FailureError, exitCodeOf, renderFailure } from './failure.js';
 import { COMMANDS } from './commands/index.js';
+import { runHook } from './hook/run.js';
 import type { Io } from './io.js';
 
 export type { Io };
@@ -32,8 +33,22 @@ export function buildParser(io: Io, done: { code?: Promise<number> }): Argv {
   return y.middleware(lastValueWins).strict().help().version(false).wrap(null);
 }
 
+/**
+ * libvirt's own call, `hook DOMAIN OPERATION SUB-OPERATION EXTRA` without options, as runHook's
+ * arguments; undefined for anything else (--help, options, other counts), which yargs handles.
+ * libvirt runs the hook on every lifecycle event of every domain, and building and running the
+ * yargs parser cost each call 5-14 ms.
+ */
+export function libvirtHookArgs(argv: readonly string[]): string[] | undefined {
+  if (argv[0] !== 'hook' || argv.length < 3 || argv.length > 5) return undefined;
+  const args = argv.slice(1);
+  return args.every((a) => a === '-' || !a.startsWith('-')) ? args : undefined;
+}
+
 /** Runs the command line and returns the exit code; every failure is one stderr line. */
 export async function main(argv: readonly string[], io: Io): Promise<number> {
+  const hookArgs = libvirtHookArgs(argv);
+  if (hookArgs !== undefined) return exitCodeFrom(runHook(hookArgs, io), io);
   const done: { code?: Promise<number> } = {};
   let usageError: string | undefined;
   let helpText: string | undefined;
@@ -56,8 +71,13 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     io.stdout(helpText + '\n');
     return 0;
   }
+  return done.code ? exitCodeFrom(done.code, io) : 0;
+}
+
+/** A command's exit code; a thrown failure becomes its one stderr line and exit code. */
+async function exitCodeFrom(code: Promise<number>, io: Io): Promise<number> {
   try {
-    return (await done.code) ?? 0;
+    return await code;
   } catch (e: unknown) {
     if (e instanceof FailureError) {
       io.stderr(renderFailure(e.failure) + '\n');

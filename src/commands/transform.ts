@@ -73,7 +73,7 @@ async function convertOne(
     else if (result.changes.length === 0) io.stderr(`sev-xform: ${where}already a correct SEV guest: nothing to change\n`);
     for (const c of result.changes) io.stderr(`sev-xform: ${where}${c.rule}: ${c.message}\n`);
   }
-  for (const w of result.warnings) io.stderr(`sev-xform: warning: ${w}\n`);
+  for (const w of result.warnings) io.stderr(`sev-xform: warning: ${label ? `${label}: ` : ''}${w}\n`);
   if (args['diff'] === true) {
     const name = file && file !== '-' ? file : 'domain.xml';
     if (result.output !== input) emit(createTwoFilesPatch(`a/${name}`, `b/${name}`, input, result.output, '', '', { context: 3 }));

@@ -185,3 +185,27 @@ export function pinBootDisk(domain: XmlElement, devices: XmlElement, disk: XmlEl
   for (const b of entries) removeElement(b);
   return `boot order ${given.join(', ')} instead of <os><boot>: after the move another disk could come first in libvirt's order`;
 }
+
+/**
+ * A device as an operator recognises it in messages: `disk sda`, `interface
+ * 52:54:00:12:34:56`, `controller scsi 0`, `memballoon virtio`. Cheaper than
+ * a positional path, which costs a scan of the siblings per device.
+ */
+export function describeDevice(dev: XmlElement): string {
+  switch (dev.name) {
+    case 'disk':
+      return `disk ${dev.first('target')?.attr('dev') ?? dev.first('source')?.attr('file') ?? '(no target)'}`;
+    case 'interface':
+      return `interface ${dev.first('mac')?.attr('address') ?? dev.first('model')?.attr('type') ?? dev.attr('type') ?? ''}`.trimEnd();
+    case 'controller':
+      return `controller ${dev.attr('type') ?? ''} ${dev.attr('index') ?? '0'}`;
+    case 'video':
+      return `video ${dev.first('model')?.attr('type') ?? ''}`.trimEnd();
+    case 'input':
+      return `input ${dev.attr('type') ?? ''} ${dev.attr('bus') ?? ''}`.trimEnd();
+    case 'filesystem':
+      return `filesystem ${dev.first('target')?.attr('dir') ?? ''}`.trimEnd();
+    default:
+      return `${dev.name} ${dev.attr('model') ?? ''}`.trimEnd();
+  }
+}

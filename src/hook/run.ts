@@ -94,7 +94,7 @@ export async function runHook(args: readonly string[], io: Io, opts: HookOptions
   try {
     bytes = await io.readStdin();
     input = decodeInput(bytes, 'the domain XML on stdin');
-    domain = readDomain(input, 'the domain XML on stdin').root;
+    domain = readDomain(input, 'the domain XML on stdin', true).root;
   } catch (e: unknown) {
     const why = e instanceof XmlInputError ? e.message : failureText(e);
     if (mentionsSev(Buffer.from(bytes).toString('latin1')))
@@ -120,7 +120,7 @@ function prepare(io: Io, name: string, input: string, domain: XmlElement, paths:
   const facts = hostFactsFromCache(cache, paths.cache);
   // Parsed before checking, so that a broken cache is reported as such and not as something to convert.
   const caps = facts.caps().sev;
-  const { problems } = checkDomain(input, facts);
+  const { problems } = checkDomain(input, facts, undefined, 'the domain XML on stdin', true);
   const first = problems[0];
   if (first !== undefined) {
     const all = findTag(domain) ? '' : ' --all';

@@ -1,7 +1,7 @@
 import { createElement, insertOrdered, removeElement } from '../xml/edit.js';
 import { refuse } from '../failure.js';
 import { DEVICE_CHILD_ORDER } from '../domain/libvirt-order.js';
-import { VIRTIO_MODELS, bootOrder, devicesOf } from '../domain/devices.js';
+import { VIRTIO_MODELS, bootOrder, describeDevice, devicesOf } from '../domain/devices.js';
 import type { Rule } from './types.js';
 
 export const sevHygiene: Rule = {
@@ -27,13 +27,13 @@ export const sevHygiene: Rule = {
       const rom = nic.first('rom');
       if (!rom) {
         insertOrdered(nic, createElement('rom', [['enabled', 'no']]), DEVICE_CHILD_ORDER['interface']!);
-        ctx.change(`${nic.path()}: added <rom enabled='no'/>: iPXE is not SEV-aware`);
+        ctx.change(`${describeDevice(nic)}: added <rom enabled='no'/>: iPXE is not SEV-aware`);
       } else {
         // libvirt refuses ROM tuning on a disabled ROM.
         let changed = rom.setAttr('enabled', 'no');
         changed = rom.removeAttr('bar') || changed;
         changed = rom.removeAttr('file') || changed;
-        if (changed) ctx.change(`${nic.path()}: <rom enabled='no'/>: iPXE is not SEV-aware`);
+        if (changed) ctx.change(`${describeDevice(nic)}: <rom enabled='no'/>: iPXE is not SEV-aware`);
       }
     }
     const vmcoreinfo = domain.first('features')?.first('vmcoreinfo');

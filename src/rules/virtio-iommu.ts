@@ -1,7 +1,7 @@
 import { createElement, insertAfter, insertOrdered } from '../xml/edit.js';
 import type { XmlElement } from '../xml/xmlapi.js';
 import { DEVICES_ORDER, DEVICE_CHILD_ORDER } from '../domain/libvirt-order.js';
-import { VIRTIO_MODELS, devicesOf, diskBus, isVirtioScsi } from '../domain/devices.js';
+import { VIRTIO_MODELS, describeDevice, devicesOf, diskBus, isVirtioScsi } from '../domain/devices.js';
 import type { Rule, RuleContext } from './types.js';
 
 /** The virtio devices of the reference list; nothing else may carry iommu (libvirt rejects it). */
@@ -64,12 +64,12 @@ export const virtioIommu: Rule = {
       if (!isVirtioDevice(dev)) continue;
       const driver = dev.first('driver');
       if (driver) {
-        if (driver.setAttr('iommu', 'on')) ctx.change(`${dev.path()}: iommu='on' on its <driver>: SEV guests can only DMA through the IOMMU platform`);
+        if (driver.setAttr('iommu', 'on')) ctx.change(`${describeDevice(dev)}: iommu='on' on its <driver>: SEV guests can only DMA through the IOMMU platform`);
         continue;
       }
       const order = DEVICE_CHILD_ORDER[dev.name] ?? [];
       insertOrdered(dev, createElement('driver', [['iommu', 'on']]), order);
-      ctx.change(`${dev.path()}: added <driver iommu='on'/>: SEV guests can only DMA through the IOMMU platform`);
+      ctx.change(`${describeDevice(dev)}: added <driver iommu='on'/>: SEV guests can only DMA through the IOMMU platform`);
     }
   },
 };
