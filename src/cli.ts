@@ -5,6 +5,7 @@ import yargs, { type Argv } from 'yargs';
 import { FailureError, exitCodeOf, renderFailure } from './failure.js';
 import { COMMANDS } from './commands/index.js';
 import { runHook } from './hook/run.js';
+import { plainFilterArgs, transformCommand } from './commands/transform.js';
 import type { Io } from './io.js';
 
 export type { Io };
@@ -12,6 +13,11 @@ export type { Io };
 /** Positionals declared variadic (`<vm..>`, `[files..]`): the only values that may be arrays. */
 const VARIADIC = new Set(
   COMMANDS.flatMap((c) => [c.command].flat()).flatMap((cmd) => [...cmd.matchAll(/[<[]([\w-]+)\.\.[>\]]/g)].map((m) => m[1]!)),
+);
+
+/** Names of the sub-commands other than the filter: their arguments always go through yargs. */
+const SUBCOMMANDS = new Set(
+  COMMANDS.filter((c) => c !== transformCommand).map((c) => String([c.command].flat()[0]).split(' ')[0]!),
 );
 
 /** A repeated option takes its last value, as in most Unix tools, instead of becoming an array. */
@@ -49,6 +55,8 @@ export function libvirtHookArgs(argv: readonly string[]): string[] | undefined {
 export async function main(argv: readonly string[], io: Io): Promise<number> {
   const hookArgs = libvirtHookArgs(argv);
   if (hookArgs !== undefined) return exitCodeFrom(runHook(hookArgs, io), io);
+  const filterArgs = SUBCOMMANDS.has(argv[0] ?? '') ? undefined : plainFilterArgs(argv);
+  if (filterArgs !== undefined) return exitCodeFrom(transformCommand.run(io, filterArgs), io);
   const done: { code?: Promise<number> } = {};
   let usageError: string | undefined;
   let helpText: string | undefined;

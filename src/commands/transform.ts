@@ -11,34 +11,89 @@ import type { Io } from '../io.js';
 import { readInput } from './input.js';
 import type { CommandSpec } from './types.js';
 
-/** Options every command that reads host facts shares. */
-export function hostOptions(y: Argv): Argv {
-  return y
-    .option('domcaps', {
-      type: 'string',
-      describe: 'host domain capabilities XML (default: run `virsh domcapabilities --arch x86_64 --machine q35`)',
-    })
-    .option('firmware-dirs', {
-      type: 'string',
-      describe: "comma-separated firmware descriptor folders (default: QEMU's: /usr/share/qemu/firmware, /etc/qemu/firmware, ~/.config/qemu/firmware)",
-    });
+/** One option: what yargs is told, and what the filter's fast path accepts. */
+interface Flag {
+  type: 'string' | 'boolean';
+  describe: string;
+  choices?: readonly string[];
+  default?: string | boolean;
 }
 
+/** Options every command that reads host facts shares. */
+const HOST_FLAGS: Record<string, Flag> = {
+  domcaps: {
+    type: 'string',
+    describe: 'host domain capabilities XML (default: run `virsh domcapabilities --arch x86_64 --machine q35`)',
+  },
+  'firmware-dirs': {
+    type: 'string',
+    describe: "comma-separated firmware descriptor folders (default: QEMU's: /usr/share/qemu/firmware, /etc/qemu/firmware, ~/.config/qemu/firmware)",
+  },
+};
+
 /** The options that shape a conversion, shared by the filter and `apply`. */
-export function conversionOptions(y: Argv): Argv {
-  return y
-    .option('policy', { type: 'string', describe: 'SEV policy in hex, e.g. 0x0033 (SEV) or 0x0037 (SEV-ES)' })
-    .option('memory-pinning', {
-      type: 'string',
-      choices: ['hard-limit', 'locked'],
-      describe: 'pin memory with <memtune><hard_limit> or with <memoryBacking><locked/>',
-    })
-    .option('firmware', {
-      type: 'string',
-      default: 'auto',
-      describe: "'auto' (<os firmware='efi'>, libvirt picks an amd-sev firmware) or the path of an OVMF code file",
-    })
-    .option('all', { type: 'boolean', default: false, describe: 'convert untagged domains too' });
+const CONVERSION_FLAGS: Record<string, Flag> = {
+  policy: { type: 'string', describe: 'SEV policy in hex, e.g. 0x0033 (SEV) or 0x0037 (SEV-ES)' },
+  'memory-pinning': {
+    type: 'string',
+    choices: ['hard-limit', 'locked'],
+    describe: 'pin memory with <memtune><hard_limit> or with <memoryBacking><locked/>',
+  },
+  firmware: {
+    type: 'string',
+    default: 'auto',
+    describe: "'auto' (<os firmware='efi'>, libvirt picks an amd-sev firmware) or the path of an OVMF code file",
+  },
+  all: { type: 'boolean', default: false, describe: 'convert untagged domains too' },
+};
+
+/** The filter's own options. */
+const FILTER_FLAGS: Record<string, Flag> = {
+  'output-dir': { type: 'string', describe: 'write each FILE converted to DIR/<its name> (batch mode: one process for many domains)' },
+  diff: { type: 'boolean', default: false, describe: 'print a unified diff instead of the XML' },
+  explain: { type: 'boolean', default: false, describe: 'one stderr line per change, and why' },
+};
+
+function addFlags(y: Argv, flags: Record<string, Flag>): Argv {
+  for (const [name, f] of Object.entries(flags)) y = y.option(name, { ...f, choices: f.choices ? [...f.choices] : undefined });
+  return y;
+}
+
+export const hostOptions = (y: Argv): Argv => addFlags(y, HOST_FLAGS);
+export const conversionOptions = (y: Argv): Argv => addFlags(y, CONVERSION_FLAGS);
+
+/**
+ * The filter's arguments without yargs, for the plain form every pipeline
+ * uses (`--flag value`, boolean `--flag`, files); undefined for anything else
+ * (help, `--flag=value`, an unknown or misspelt flag, a value outside its
+ * choices), which yargs then parses and explains. Building and running the
+ * yargs parser costs each run about 10 ms, and the filter sits in pipelines
+ * and in libvirt tooling that runs it per domain.
+ */
+export function plainFilterArgs(argv: readonly string[]): Record<string, unknown> | undefined {
+  const flags = { ...HOST_FLAGS, ...CONVERSION_FLAGS, ...FILTER_FLAGS };
+  const args: Record<string, unknown> = {};
+  for (const [name, f] of Object.entries(flags)) if (f.default !== undefined) args[name] = f.default;
+  const files: string[] = [];
+  let i = argv[0] === 'transform' ? 1 : 0;
+  for (; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '-' || !a.startsWith('-')) {
+      files.push(a);
+      continue;
+    }
+    const f = flags[a.slice(2)];
+    if (!a.startsWith('--') || !f) return undefined;
+    if (f.type === 'boolean') {
+      args[a.slice(2)] = true;
+      continue;
+    }
+    const value = argv[++i];
+    if (value === undefined || value.startsWith('-') || (f.choices && !f.choices.includes(value))) return undefined;
+    args[a.slice(2)] = value;
+  }
+  args['files'] = files;
+  return args;
 }
 
 export function firmwareDirsFrom(io: Io, value: unknown): string[] {
@@ -84,11 +139,8 @@ export const transformCommand: CommandSpec = {
   command: ['$0 [files..]', 'transform [files..]'],
   describe: 'convert a domain XML (FILE or stdin) to an SEV guest; untagged domains pass through unchanged',
   builder: (y) =>
-    conversionOptions(hostOptions(y))
+    addFlags(conversionOptions(hostOptions(y)), FILTER_FLAGS)
       .positional('files', { type: 'string', array: true, describe: "domain XML file(s) (default: stdin; '-' is stdin)" })
-      .option('output-dir', { type: 'string', describe: 'write each FILE converted to DIR/<its name> (batch mode: one process for many domains)' })
-      .option('diff', { type: 'boolean', default: false, describe: 'print a unified diff instead of the XML' })
-      .option('explain', { type: 'boolean', default: false, describe: 'one stderr line per change, and why' })
       .example('virsh dumpxml --inactive VM | $0 | virsh define /dev/stdin', 'convert a tagged domain in place')
       .example('$0 --domcaps caps.xml --diff in.xml', 'show what would change')
       .example('$0 --domcaps caps.xml --output-dir out/ domains/*.xml', 'convert many domains in one process'),
