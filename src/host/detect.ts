@@ -376,29 +376,22 @@ export function detectHost(opts: DetectOptions): HostReport {
             blocks: 'sev',
           },
     );
+    // The flags are absent when the firmware did not enable the feature (or the CPU lacks it).
+    const flagCheck = (flag: string, missing: HostCheck['status'], fix: string, blocks: HostCheck['blocks']): HostCheck => {
+      const id = `cpu-flag-${flag.replace('_', '-')}`;
+      const title = `CPU flag ${flag}`;
+      return flags.has(flag)
+        ? { id, title, status: 'ok', detail: 'present' }
+        : { id, title, status: missing, detail: 'absent from /proc/cpuinfo', fix, blocks };
+    };
     checks.push(
-      flags.has('sev')
-        ? { id: 'cpu-flag-sev', title: 'CPU flag sev', status: 'ok', detail: 'present' }
-        : {
-            id: 'cpu-flag-sev',
-            title: 'CPU flag sev',
-            status: 'missing',
-            detail: 'absent from /proc/cpuinfo',
-            fix: amd ? 'enable SME and SEV in the firmware (BIOS) setup (AMD EPYC only)' : 'run SEV guests on an AMD EPYC host',
-            blocks: 'sev',
-          },
-    );
-    checks.push(
-      flags.has('sev_es')
-        ? { id: 'cpu-flag-sev-es', title: 'CPU flag sev_es', status: 'ok', detail: 'present' }
-        : {
-            id: 'cpu-flag-sev-es',
-            title: 'CPU flag sev_es',
-            status: 'warn',
-            detail: 'absent from /proc/cpuinfo',
-            fix: amd ? 'enable SEV-ES in the firmware (BIOS) setup (EPYC Rome or later) and boot a kernel >= 5.11' : 'run SEV-ES guests on an AMD EPYC Rome or later host',
-            blocks: 'sev-es',
-          },
+      flagCheck('sev', 'missing', amd ? 'enable SME and SEV in the firmware (BIOS) setup (AMD EPYC only)' : 'run SEV guests on an AMD EPYC host', 'sev'),
+      flagCheck(
+        'sev_es',
+        'warn',
+        amd ? 'enable SEV-ES in the firmware (BIOS) setup (EPYC Rome or later) and boot a kernel >= 5.11' : 'run SEV-ES guests on an AMD EPYC Rome or later host',
+        'sev-es',
+      ),
     );
   }
 
