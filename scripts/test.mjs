@@ -57,6 +57,14 @@ function integration() {
   }
 }
 
+if (!unitOnly && process.getuid?.() === 0) {
+  const deps = run('bash', ['scripts/test-deps.sh']);
+  if (deps.status !== 0) {
+    console.error(`test-deps: installing the tests' Debian packages failed (exit ${deps.status})`);
+    failed += 1;
+  }
+}
+
 const build = run('node', ['scripts/build.mjs']);
 if (build.status !== 0) {
   console.log('build failed');
