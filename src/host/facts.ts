@@ -40,6 +40,7 @@ export function domcapsFromVirsh(run: RunCommand): DomainCaps {
 export function hostFacts(opts: { domcaps?: string; firmwareDirs: readonly string[]; run: RunCommand }): HostFacts {
   let caps: DomainCaps | undefined;
   let firmware: FirmwareDescriptor[] | undefined;
+  const broken: string[] = [];
   return {
     firmwareDirs: opts.firmwareDirs,
     caps() {
@@ -49,8 +50,12 @@ export function hostFacts(opts: { domcaps?: string; firmwareDirs: readonly strin
       return caps;
     },
     firmware() {
-      firmware ??= loadFirmwareDescriptors(opts.firmwareDirs);
+      firmware ??= loadFirmwareDescriptors(opts.firmwareDirs, broken);
       return firmware;
+    },
+    brokenFirmware() {
+      this.firmware();
+      return broken;
     },
   };
 }

@@ -23,9 +23,10 @@ export function defaultFirmwareDirs(home: string | undefined): string[] {
 /**
  * Descriptors in effect: a file name in a later folder overrides the same name
  * in an earlier one, and an empty file masks it (QEMU's rules). Unreadable
- * folders count as empty; a descriptor that is not JSON is skipped.
+ * folders count as empty; a descriptor that cannot be read or is not JSON is
+ * skipped, and its path added to `broken` when given.
  */
-export function loadFirmwareDescriptors(dirs: readonly string[]): FirmwareDescriptor[] {
+export function loadFirmwareDescriptors(dirs: readonly string[], broken?: string[]): FirmwareDescriptor[] {
   const byName = new Map<string, string>();
   for (const dir of dirs) {
     let names: string[];
@@ -57,6 +58,7 @@ export function loadFirmwareDescriptors(dirs: readonly string[]): FirmwareDescri
         executable: typeof exe['filename'] === 'string' ? exe['filename'] : typeof mapping['filename'] === 'string' ? (mapping['filename'] as string) : undefined,
       });
     } catch {
+      broken?.push(file);
       continue;
     }
   }

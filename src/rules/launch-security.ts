@@ -64,7 +64,14 @@ function checkHostCanRun(ctx: RuleContext, policy: number): void {
   if (!firmwareAutoSelected(ctx.domain, ctx.options)) return;
   const all = ctx.host.firmware();
   const needed = es ? ['amd-sev', 'amd-sev-es'] : ['amd-sev'];
-  if (sevFirmware(all, needed).length > 0) return;
+  const broken = ctx.host.brokenFirmware?.() ?? [];
+  if (sevFirmware(all, needed).length > 0) {
+    if (broken.length > 0) ctx.warn(`firmware descriptor(s) ${broken.join(', ')} cannot be read or are not JSON; libvirt skips them`);
+    return;
+  }
+  // A broken descriptor may be the SEV firmware: say so rather than that none exists.
+  if (broken.length > 0)
+    fail({ kind: 'host', message: `no usable firmware descriptor lists '${needed.join("' and '")}', and ${broken.join(', ')} cannot be read or is not JSON; fix or remove it, or pass --firmware PATH` });
   const where = ctx.host.firmwareDirs.join(', ');
   if (es)
     fail({ kind: 'host', message: `SEV-ES needs a UEFI firmware descriptor listing 'amd-sev-es' for libvirt to pick, and none is in ${where}; install one or pass --firmware PATH` });

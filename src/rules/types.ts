@@ -19,6 +19,8 @@ export interface HostFacts {
   firmware(): readonly FirmwareDescriptor[];
   /** Where firmware() looked, for messages. */
   firmwareDirs: readonly string[];
+  /** Descriptor files firmware() could not read or parse. */
+  brokenFirmware?(): readonly string[];
 }
 
 export interface RuleContext {
