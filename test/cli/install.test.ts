@@ -214,6 +214,19 @@ test('shim: every other operation returns 0 without starting the binary', () => 
   assert.not.ok(existsSync(fake.log), 'the binary never ran');
 });
 
+test('shim: prepare, migrate and restore of a domain with neither tag nor launchSecurity answer 0 without starting the binary', () => {
+  const fake = fakeBinary();
+  const shim = shimFor(fake.path);
+  for (const op of ['prepare', 'migrate', 'restore']) {
+    const r = runShim(shim, ['vm1', op, 'begin', '-'], fixture('plain.xml'));
+    assert.is(r.code, 0, op);
+    assert.is(r.stdout + r.stderr, '', 'empty stdout: libvirt reads it as "unchanged"');
+  }
+  assert.not.ok(existsSync(fake.log), 'the binary never ran');
+  // launchSecurity alone, without the tag, still goes to the binary.
+  assert.is(runShim(shim, ['vm1', 'prepare', 'begin', '-'], fixture('ls-only.xml')).code, 7);
+});
+
 test('shim with the binary gone: SEV domains are refused, others pass', () => {
   const shim = shimFor('/nonexistent/sev-xform');
   const refused = runShim(shim, ['vm1', 'prepare', 'begin', '-'], fixture('tagged.xml'));
