@@ -32,6 +32,7 @@
 //
 // The Ansible playbook docs/ansible/site.yml is syntax-checked, and as root run for real against
 // localhost (with the built .deb and the fake virsh), then the package is purged.
+import { shellWords } from '../support/shell.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
@@ -91,35 +92,6 @@ function kindOf(b: Block): Kind | 'output' | 'shown' {
 
 // ---- splitting shell into simple commands (enough for the docs: pipes, &&, ;, for loops, $(...))
 
-function words(line: string): string[] {
-  const out: string[] = [];
-  let cur = '';
-  let has = false;
-  for (let i = 0; i < line.length; i++) {
-    const c = line[i]!;
-    if (c === "'") {
-      const end = line.indexOf("'", i + 1);
-      cur += line.slice(i + 1, end < 0 ? undefined : end);
-      i = end < 0 ? line.length : end;
-      has = true;
-    } else if (c === '"') {
-      let j = i + 1;
-      for (; j < line.length && line[j] !== '"'; j++) cur += line[j] === '\\' ? line[++j] ?? '' : line[j];
-      i = j;
-      has = true;
-    } else if (/\s/.test(c)) {
-      if (has) out.push(cur);
-      cur = '';
-      has = false;
-    } else {
-      cur += c;
-      has = true;
-    }
-  }
-  if (has) out.push(cur);
-  return out;
-}
-
 /** Simple commands of a block, as argv arrays; `$(...)` contents count as commands of their own. */
 export function commandsOf(script: string): string[][] {
   const joined = script.replace(/\\\n/g, ' ');
@@ -132,7 +104,7 @@ export function commandsOf(script: string): string[][] {
   for (const line of [...flat.split('\n'), ...inner]) {
     const code = line.replace(/(^|\s)#.*$/, '');
     for (const part of code.split(/\|\||&&|[|;]/)) {
-      let argv = words(part);
+      let argv = shellWords(part);
       // Redirections and their targets are not arguments.
       const cut = argv.findIndex((w) => /^(\d?>>?|&>|<)/.test(w));
       if (cut >= 0) argv = argv.slice(0, cut);

@@ -1,6 +1,7 @@
 // Helpers for the integration tests against the real libvirtd that
 // test/integration/host/setup.sh starts: virsh, the libvirt schema, and reading
 // the QEMU command line libvirt would run.
+import { shellWords } from './shell.js';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -290,45 +291,6 @@ export function validateSchema(file: string): Run {
 }
 
 // ---------------------------------------------------------------- QEMU argv
-
-/** Splits a POSIX shell command line (as virsh domxml-to-native prints it) into words. */
-export function shellWords(line: string): string[] {
-  const words: string[] = [];
-  let word = '';
-  let inWord = false;
-  for (let i = 0; i < line.length; i++) {
-    const ch = line[i]!;
-    if (ch === "'") {
-      const end = line.indexOf("'", i + 1);
-      if (end < 0) throw new Error(`unterminated ' at ${i}`);
-      word += line.slice(i + 1, end);
-      i = end;
-      inWord = true;
-    } else if (ch === '"') {
-      i++;
-      while (i < line.length && line[i] !== '"') {
-        if (line[i] === '\\' && i + 1 < line.length && '"\\$`\n'.includes(line[i + 1]!)) i++;
-        word += line[i];
-        i++;
-      }
-      if (i >= line.length) throw new Error('unterminated "');
-      inWord = true;
-    } else if (ch === '\\' && i + 1 < line.length) {
-      i++;
-      if (line[i] !== '\n') word += line[i];
-      inWord = true;
-    } else if (/\s/.test(ch)) {
-      if (inWord) words.push(word);
-      word = '';
-      inWord = false;
-    } else {
-      word += ch;
-      inWord = true;
-    }
-  }
-  if (inWord) words.push(word);
-  return words;
-}
 
 export type Props = Record<string, unknown>;
 
