@@ -5,6 +5,7 @@
 import { FailureError, renderFailure } from './failure.js';
 import { isSevDomain } from './domain/tag.js';
 import { readDomain, transformDocument } from './transform.js';
+import type { XmlDocument } from './xml/xmlapi.js';
 import type { HostFacts, TransformOptions } from './rules/types.js';
 
 export interface CheckResult {
@@ -23,7 +24,20 @@ export function checkDomain(
   what = 'input',
   trusted = false,
 ): CheckResult {
-  const doc = readDomain(input, what, trusted);
+  return checkDocument(readDomain(input, what, trusted), input, host, options, what);
+}
+
+/**
+ * checkDomain on a document already parsed. The rules run on it, so it is
+ * changed exactly where problems are reported, and untouched when there are none.
+ */
+export function checkDocument(
+  doc: XmlDocument,
+  input: string,
+  host: HostFacts,
+  options: TransformOptions = CHECK_OPTIONS,
+  what = 'input',
+): CheckResult {
   if (!isSevDomain(doc.root)) return { sev: false, problems: [] };
   try {
     const r = transformDocument(doc, input, options, host, { all: true, what });

@@ -7,14 +7,14 @@
 
 import { join } from 'node:path';
 import { FailureError, renderFailure } from '../failure.js';
-import { checkDomain } from '../check.js';
+import { checkDocument } from '../check.js';
 import { TAG_NAMESPACE, findTag, isSevDomain } from '../domain/tag.js';
 import { POLICY_ES } from '../domain/policy.js';
 import { CACHE_FILE, hostFactsFromCache, readHostCache, stateDirOf } from '../host/cache.js';
 import { readDomain } from '../transform.js';
 import { decodeInput } from '../xml/read.js';
 import { XmlInputError } from '../xml/errors.js';
-import type { XmlElement } from '../xml/xmlapi.js';
+import type { XmlDocument } from '../xml/xmlapi.js';
 import type { Io } from '../io.js';
 import { DEFAULT_HOOK_CONFIG, readHookConfig } from './config.js';
 import { DEFAULT_RUN_DIR, launchPolicy, pinnedMemoryKiB, runningSevGuests, type RunningSevGuest } from './running.js';
@@ -89,12 +89,12 @@ export async function runHook(args: readonly string[], io: Io, opts: HookOptions
   if (!action) return 0;
 
   let bytes: Uint8Array = new Uint8Array();
-  let domain: XmlElement | undefined;
+  let doc: XmlDocument | undefined;
   let input = '';
   try {
     bytes = await io.readStdin();
     input = decodeInput(bytes, 'the domain XML on stdin');
-    domain = readDomain(input, 'the domain XML on stdin', true).root;
+    doc = readDomain(input, 'the domain XML on stdin', true);
   } catch (e: unknown) {
     const why = e instanceof XmlInputError ? e.message : failureText(e);
     if (mentionsSev(Buffer.from(bytes).toString('latin1')))
@@ -102,25 +102,27 @@ export async function runHook(args: readonly string[], io: Io, opts: HookOptions
     io.stderr(`sev-xform: note: hook ${operation} ${subOperation} for ${name}: ${why}; it mentions neither the sev-xform tag nor <launchSecurity>, so it is not blocked\n`);
     return 0;
   }
-  if (!isSevDomain(domain)) return 0;
+  if (!isSevDomain(doc.root)) return 0;
 
   if (action === 'migrate')
     return refuseWith(io, `refusing to migrate ${name}: it is an SEV domain, and live migration of SEV guests is not supported (their memory is encrypted with a key that never leaves the source host); shut it down and start it here instead`);
   if (action === 'restore')
     return refuseWith(io, `refusing to restore ${name}: it is an SEV domain, and save/restore of SEV guests is not supported (a saved image resumes without a fresh encrypted launch); discard the saved state (\`virsh managedsave-remove ${shellQuote(name)}\`) and start it`);
   try {
-    return prepare(io, name, input, domain, hookPaths(io, opts));
+    return prepare(io, name, input, doc, hookPaths(io, opts));
   } catch (e: unknown) {
     return refuseWith(io, `refusing to start ${name}: ${failureText(e)}`);
   }
 }
 
-function prepare(io: Io, name: string, input: string, domain: XmlElement, paths: HookPaths): number {
+function prepare(io: Io, name: string, input: string, doc: XmlDocument, paths: HookPaths): number {
+  const domain = doc.root;
   const cache = readHostCache(paths.cache);
   const facts = hostFactsFromCache(cache, paths.cache);
   // Parsed before checking, so that a broken cache is reported as such and not as something to convert.
   const caps = facts.caps().sev;
-  const { problems } = checkDomain(input, facts, undefined, 'the domain XML on stdin', true);
+  // The rules change the document only where they report a problem, and then it is not read again.
+  const { problems } = checkDocument(doc, input, facts, undefined, 'the domain XML on stdin');
   const first = problems[0];
   if (first !== undefined) {
     const all = findTag(domain) ? '' : ' --all';
