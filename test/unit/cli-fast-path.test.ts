@@ -1,7 +1,9 @@
 // The filter's yargs-free fast path must mean exactly what yargs means.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { plainFilterArgs } from '../../src/commands/transform.js';
+import { plainFilterArgs, transformCommand } from '../../src/commands/transform.js';
+import { COMMANDS } from '../../src/commands/index.js';
+import { SUBCOMMAND_NAMES } from '../../src/commands/names.js';
 import { runCli } from '../support/run-cli.js';
 
 const HOST = ['--domcaps', 'fixtures/hosts/sev-epyc-rome.xml', '--firmware-dirs', 'fixtures/hosts/firmware-sev'];
@@ -45,6 +47,11 @@ test('fast path and yargs give the same result for the same command line', async
     const slow = await runCli(viaYargs);
     assert.equal(fast, slow, argv.join(' '));
   }
+});
+
+test('the fast path knows every sub-command name, so `sev-xform check FILE` is never read as a filter run', () => {
+  const names = COMMANDS.filter((c) => c !== transformCommand).map((c) => String([c.command].flat()[0]).split(' ')[0]);
+  assert.equal([...SUBCOMMAND_NAMES].sort(), names.sort());
 });
 
 test.run();
