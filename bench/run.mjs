@@ -1,6 +1,7 @@
 // `npm run bench [-- --write] [-- --runs N] [-- --bin PATH]`: whole-process timings of sev-xform
 // against baselines measured in the same run, peak RSS, how the filter scales with domain size, and
 // batch throughput. Only medians and ratios are reported: the machines are shared and noisy.
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -143,6 +144,9 @@ async function main() {
     const batchTimes = [];
     for (let r = 0; r < 1 + opts.batchRuns; r++) {
       log(`bench: batch run ${r + 1}/${1 + opts.batchRuns}${r === 0 ? ' (warm-up)' : ''}`);
+      // Each run starts with the previous run's output (and the inputs just written) on disk: without
+      // this, the kernel's writeback of 2000 earlier files lands on whichever run comes next.
+      spawnSync('sync');
       const ms = await timeOnce(batchCase);
       if (r > 0) batchTimes.push(ms);
     }

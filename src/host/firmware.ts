@@ -65,8 +65,15 @@ export function loadFirmwareDescriptors(dirs: readonly string[], broken?: string
   return out;
 }
 
+/** Compiled machine-type patterns: every domain of a batch checks the same few descriptors. */
+const GLOBS = new Map<string, RegExp>();
+
 function globMatch(pattern: string, value: string): boolean {
-  const re = new RegExp('^' + pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.') + '$');
+  let re = GLOBS.get(pattern);
+  if (!re) {
+    re = new RegExp('^' + pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.') + '$');
+    GLOBS.set(pattern, re);
+  }
   return re.test(value);
 }
 

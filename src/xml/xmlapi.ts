@@ -145,11 +145,6 @@ export class XmlElement {
     const prefix = i < 0 ? '' : this.name.slice(0, i);
     return { uri: this.namespaceOf(prefix), local: i < 0 ? this.name : this.name.slice(i + 1) };
   }
-
-  /** Start tag as it would be written. */
-  startTag(): string {
-    return `<${this.name}${this.attrs.map((a) => a.raw).join('')}${this.startTail}`;
-  }
 }
 
 export class XmlDocument {
@@ -161,27 +156,24 @@ export class XmlDocument {
   ) {}
 
   toString(): string {
-    const parts: string[] = [];
-    for (const n of this.prolog) writeNode(n, parts);
-    writeNode(this.root, parts);
-    for (const n of this.epilog) writeNode(n, parts);
-    return parts.join('');
+    let out = '';
+    for (const n of this.prolog) out = writeNode(n, out);
+    out = writeNode(this.root, out);
+    for (const n of this.epilog) out = writeNode(n, out);
+    return out;
   }
 }
 
-function writeNode(node: XmlNode, out: string[]): void {
-  if (node.kind !== 'element') {
-    out.push(node.raw);
-    return;
-  }
-  out.push(node.startTag());
-  if (node.children.length === 0 && (node.endRaw === null || node.fresh)) {
-    out.push('/>');
-    return;
-  }
-  out.push('>');
-  for (const c of node.children) writeNode(c, out);
-  out.push(node.endRaw ?? `</${node.name}>`);
+/** Appends `node` as XML to `out`; V8 joins these appends as a rope, cheaper than an array and join(). */
+function writeNode(node: XmlNode, out: string): string {
+  if (node.kind !== 'element') return out + node.raw;
+  out += '<' + node.name;
+  for (const a of node.attrs) out += a.raw;
+  out += node.startTail;
+  if (node.children.length === 0 && (node.endRaw === null || node.fresh)) return out + '/>';
+  out += '>';
+  for (const c of node.children) out = writeNode(c, out);
+  return out + (node.endRaw ?? `</${node.name}>`);
 }
 
 // ---------------------------------------------------------------- parsing
@@ -219,9 +211,37 @@ function position(src: string, at: number): string {
   return `line ${line}, column ${at - lineStart + 1}`;
 }
 
-const NAME = /[A-Za-z_:][-A-Za-z0-9_:.]*/y;
-const WS = /[ \t\r\n]*/y;
+/** Character classes of the ASCII names accepted (`[A-Za-z_:][-A-Za-z0-9_:.]*`): 1 may start a name, 2 may follow. */
+const NAME_CHAR = new Uint8Array(128);
+for (let c = 0; c < 128; c++) {
+  const ch = String.fromCharCode(c);
+  if (/[A-Za-z_:]/.test(ch)) NAME_CHAR[c] = 1;
+  else if (/[-0-9.]/.test(ch)) NAME_CHAR[c] = 2;
+}
 
+/** End of the name starting at `p`, or `p` when none starts there. */
+function nameEnd(src: string, p: number): number {
+  if (NAME_CHAR[src.charCodeAt(p)] !== 1) return p;
+  let q = p + 1;
+  while ((NAME_CHAR[src.charCodeAt(q)] ?? 0) !== 0) q++;
+  return q;
+}
+
+/** End of the XML whitespace (space, tab, CR, LF) starting at `p`. */
+function spaceEnd(src: string, p: number): number {
+  for (;;) {
+    const c = src.charCodeAt(p);
+    if (c !== 0x20 && c !== 0x0a && c !== 0x09 && c !== 0x0d) return p;
+    p++;
+  }
+}
+
+/** Attributes in one start tag beyond which duplicates are found with a Set rather than a scan. */
+const ATTR_SCAN_LIMIT = 16;
+
+// Scans with charCodeAt and lookup tables rather than sticky regular expressions: this parser runs on
+// every hook call and filter run, and a regular expression call per name and per gap of whitespace
+// was most of its time.
 export function parseXml(src: string): XmlDocument {
   const prolog: XmlNode[] = [];
   const epilog: XmlNode[] = [];
@@ -269,86 +289,84 @@ export function parseXml(src: string): XmlDocument {
       i = end;
       continue;
     }
-    if (src.startsWith('<!--', i)) {
-      const end = src.indexOf('-->', i + 4);
-      if (end < 0) fail('unterminated comment', i);
-      add(new XmlRaw(src.slice(i, end + 3)));
-      i = end + 3;
-    } else if (src.startsWith('<![CDATA[', i)) {
-      if (stack.length === 0) fail('CDATA outside the root element', i);
-      const end = src.indexOf(']]>', i + 9);
-      if (end < 0) fail('unterminated CDATA section', i);
-      add(new XmlRaw(src.slice(i, end + 3)));
-      i = end + 3;
-    } else if (src.startsWith('<?', i)) {
+    const next = src.charCodeAt(i + 1);
+    if (next === 0x21 /* ! */) {
+      if (src.startsWith('<!--', i)) {
+        const end = src.indexOf('-->', i + 4);
+        if (end < 0) fail('unterminated comment', i);
+        add(new XmlRaw(src.slice(i, end + 3)));
+        i = end + 3;
+      } else if (src.startsWith('<![CDATA[', i)) {
+        if (stack.length === 0) fail('CDATA outside the root element', i);
+        const end = src.indexOf(']]>', i + 9);
+        if (end < 0) fail('unterminated CDATA section', i);
+        add(new XmlRaw(src.slice(i, end + 3)));
+        i = end + 3;
+      } else fail('DOCTYPE and entity declarations are refused', i);
+    } else if (next === 0x3f /* ? */) {
       const end = src.indexOf('?>', i + 2);
       if (end < 0) fail('unterminated processing instruction', i);
       add(new XmlRaw(src.slice(i, end + 2)));
       i = end + 2;
-    } else if (src.startsWith('<!', i)) {
-      fail('DOCTYPE and entity declarations are refused', i);
-    } else if (src.startsWith('</', i)) {
-      NAME.lastIndex = i + 2;
-      const m = NAME.exec(src);
-      if (!m) fail('malformed end tag', i);
-      const name = m![0];
-      WS.lastIndex = NAME.lastIndex;
-      WS.exec(src);
-      if (src[WS.lastIndex] !== '>') fail(`malformed end tag </${shown(name)}>`, i);
+    } else if (next === 0x2f /* / */) {
+      const nameStop = nameEnd(src, i + 2);
+      if (nameStop === i + 2) fail('malformed end tag', i);
+      const name = src.slice(i + 2, nameStop);
+      const close = spaceEnd(src, nameStop);
+      if (src.charCodeAt(close) !== 0x3e /* > */) fail(`malformed end tag </${shown(name)}>`, i);
       const top = stack.pop();
       opened.pop();
       childCounts.pop();
       if (!top || top.name !== name) fail(`end tag </${shown(name)}> does not match <${shown(top?.name ?? '')}>`, i);
-      top!.endRaw = src.slice(i, WS.lastIndex + 1);
-      i = WS.lastIndex + 1;
+      top!.endRaw = src.slice(i, close + 1);
+      i = close + 1;
     } else {
-      NAME.lastIndex = i + 1;
-      const m = NAME.exec(src);
-      if (!m) fail('malformed start tag', i);
+      const nameStop = nameEnd(src, i + 1);
+      if (nameStop === i + 1) fail('malformed start tag', i);
       if (stack.length === 0 && root) fail('more than one root element', i);
-      const el = new XmlElement(m![0]);
-      const tag = shown(el.name);
-      // A Set, not a scan of el.attrs: one start tag may carry many thousands of attributes.
-      const seen = new Set<string>();
-      let p = NAME.lastIndex;
+      const el = new XmlElement(src.slice(i + 1, nameStop));
+      const attrs = el.attrs;
+      // Past ATTR_SCAN_LIMIT attributes, a Set: one start tag may carry many thousands of them.
+      let seen: Set<string> | undefined;
+      let p = nameStop;
       let selfClosing = false;
       for (;;) {
-        WS.lastIndex = p;
-        WS.exec(src);
-        const wsEnd = WS.lastIndex;
-        const c = src[wsEnd];
-        if (c === '>' || (c === '/' && src[wsEnd + 1] === '>')) {
+        const wsEnd = spaceEnd(src, p);
+        const c = src.charCodeAt(wsEnd);
+        if (c === 0x3e /* > */ || (c === 0x2f /* / */ && src.charCodeAt(wsEnd + 1) === 0x3e)) {
           el.startTail = src.slice(p, wsEnd);
-          selfClosing = c === '/';
+          selfClosing = c === 0x2f;
           p = selfClosing ? wsEnd + 2 : wsEnd + 1;
           break;
         }
-        if (wsEnd === p) fail(`malformed start tag <${tag}>`, i);
-        NAME.lastIndex = wsEnd;
-        const an = NAME.exec(src);
-        if (!an) fail(`malformed attribute in <${tag}>`, wsEnd);
-        const aname = an![0];
-        const attr = shown(aname);
-        WS.lastIndex = NAME.lastIndex;
-        WS.exec(src);
-        if (src[WS.lastIndex] !== '=') fail(`attribute ${attr} of <${tag}> has no value`, wsEnd);
-        WS.lastIndex += 1;
-        WS.exec(src);
-        const q = src[WS.lastIndex];
-        if (q !== '"' && q !== "'") fail(`attribute ${attr} of <${tag}> is not quoted`, wsEnd);
-        const vstart = WS.lastIndex + 1;
+        if (wsEnd === p) fail(`malformed start tag <${shown(el.name)}>`, i);
+        const anameStop = nameEnd(src, wsEnd);
+        if (anameStop === wsEnd) fail(`malformed attribute in <${shown(el.name)}>`, wsEnd);
+        const aname = src.slice(wsEnd, anameStop);
+        const eq = spaceEnd(src, anameStop);
+        if (src.charCodeAt(eq) !== 0x3d /* = */) fail(`attribute ${shown(aname)} of <${shown(el.name)}> has no value`, wsEnd);
+        const quoteAt = spaceEnd(src, eq + 1);
+        const q = src[quoteAt];
+        if (q !== '"' && q !== "'") fail(`attribute ${shown(aname)} of <${shown(el.name)}> is not quoted`, wsEnd);
+        const vstart = quoteAt + 1;
         const vend = src.indexOf(q!, vstart);
-        if (vend < 0) fail(`unterminated attribute ${attr} of <${tag}>`, wsEnd);
+        if (vend < 0) fail(`unterminated attribute ${shown(aname)} of <${shown(el.name)}>`, wsEnd);
         const rawValue = src.slice(vstart, vend);
-        if (rawValue.includes('<')) fail(`attribute ${attr} of <${tag}> contains '<'`, wsEnd);
-        if (seen.has(aname)) fail(`duplicate attribute ${attr} in <${tag}>`, wsEnd);
-        seen.add(aname);
+        if (rawValue.includes('<')) fail(`attribute ${shown(aname)} of <${shown(el.name)}> contains '<'`, wsEnd);
+        let duplicate = false;
+        if (seen) duplicate = seen.has(aname);
+        else {
+          for (const a of attrs) if (a.name === aname) duplicate = true;
+          if (attrs.length >= ATTR_SCAN_LIMIT) seen = new Set(attrs.map((a) => a.name));
+        }
+        if (duplicate) fail(`duplicate attribute ${shown(aname)} in <${shown(el.name)}>`, wsEnd);
+        seen?.add(aname);
         count(wsEnd);
-        el.attrs.push({ name: aname, value: decodeAt(rawValue, vstart), raw: src.slice(p, vend + 1) });
+        attrs.push({ name: aname, value: decodeAt(rawValue, vstart), raw: src.slice(p, vend + 1) });
         p = vend + 1;
       }
       // Attributes this program adds use the quote the element (else the document) already uses.
-      const firstAttr = el.attrs[0];
+      const firstAttr = attrs[0];
       if (firstAttr) el.quote = firstAttr.raw.endsWith('"') ? '"' : "'";
       else if (root) el.quote = root.quote;
       if (stack.length === 0) root = el;

@@ -1,5 +1,8 @@
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import fc from 'fast-check';
+import { XMLValidator } from 'fast-xml-parser';
 import { parseXml } from '../../src/xml/xmlapi.js';
 import { createElement, insertOrdered, removeElement } from '../../src/xml/edit.js';
 
@@ -63,5 +66,35 @@ for (const bad of ['<a>', '<a></b>', '<a x="1" x="2"/>', '<a/><b/>', 'text', '<a
     assert.throws(() => parseXml(bad));
   });
 }
+
+
+// The parser must be at least as strict as fast-xml-parser's validator, which runs after it on
+// operators' input (src/xml/read.ts): mutations of the golden inputs that the validator rejects
+// must be rejected by the parser too. BENCHMARKS.md cites this property.
+test('whatever the validator rejects, the parser rejects too (mutated golden inputs)', () => {
+  const inputs = readdirSync('fixtures')
+    .filter((d) => existsSync(`fixtures/${d}/in.xml`))
+    .map((d) => readFileSync(`fixtures/${d}/in.xml`, 'utf8'));
+  const token = fc.constantFrom('<', '>', '/', '"', "'", '=', ' ', '&', ';', '!', '?', '-', ':', 'a', '1', '\n', '\t', '<!--', '-->',
+    '<![CDATA[', ']]>', '&amp;', '&#x41;', '\u00e9', '\u0000', '/>', '</', '.', '<a>', '</a>', 'x="1"');
+  const edit = fc.record({ at: fc.nat(), kind: fc.constantFrom('delete', 'insert', 'replace'), length: fc.integer({ min: 1, max: 4 }), token });
+  let validatorRejected = 0;
+  fc.assert(
+    fc.property(fc.nat(inputs.length - 1), fc.array(edit, { minLength: 1, maxLength: 3 }), (which, edits) => {
+      let s = inputs[which]!;
+      for (const e of edits) {
+        const at = e.at % (s.length + 1);
+        if (e.kind === 'delete') s = s.slice(0, at) + s.slice(at + e.length);
+        else if (e.kind === 'insert') s = s.slice(0, at) + e.token + s.slice(at);
+        else s = s.slice(0, at) + e.token + s.slice(at + 1);
+      }
+      if (XMLValidator.validate(s) === true) return;
+      validatorRejected++;
+      assert.throws(() => parseXml(s), undefined, `the validator rejects this, the parser accepts it:\n${s}`);
+    }),
+    { seed: 20261126, numRuns: 4000 },
+  );
+  assert.ok(validatorRejected > 2000, `only ${validatorRejected} of 4000 mutations were rejected by the validator: the mutations are too weak`);
+});
 
 test.run();
