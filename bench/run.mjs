@@ -13,7 +13,7 @@ import { describeMachine, evaluate, renderMarkdown, renderText, writeBenchmarks 
 
 process.chdir(fileURLToPath(new URL('..', import.meta.url)));
 
-const USAGE = 'usage: npm run bench -- [--write] [--runs N] [--warmup N] [--batch N] [--batch-runs N] [--rss-runs N] [--bin PATH] [--keep]';
+const USAGE = 'usage: npm run bench -- [--write] [--runs N] [--warmup N] [--batch N] [--batch-runs N] [--rss-runs N] [--bin PATH] [--compare PATH] [--keep]';
 
 function parseArgs(argv) {
   const opts = { write: false, keep: false, runs: 30, warmup: 3, batch: 2000, batchRuns: 5, rssRuns: 3, bin: 'dist/sev-xform' };
@@ -23,6 +23,7 @@ function parseArgs(argv) {
     if (a === '--write') opts.write = true;
     else if (a === '--keep') opts.keep = true;
     else if (a === '--bin') opts.bin = argv[++i] ?? '';
+    else if (a === '--compare') opts.compare = argv[++i] ?? '';
     else if (a in numeric) {
       const n = Number(argv[++i]);
       if (!Number.isInteger(n) || n < (a === '--warmup' ? 0 : 1)) throw new Error(`${a} needs a whole number${a === '--warmup' ? '' : ' >= 1'}`);
@@ -38,7 +39,7 @@ function parseArgs(argv) {
 const DEVICE_COUNTS = [100, 250, 500, 1000];
 
 /** Every single-process case; `group` decides where it is reported, `baseline` marks the reference tools. */
-function cases(files, bin, tools) {
+function cases(files, bin, tools, compare) {
   const plain = { PATH: '/usr/bin:/bin', HOME: files.home, LANG: 'C.UTF-8' };
   const hookEnv = { ...plain, SEV_XFORM_STATE_DIR: files.stateDir, SEV_XFORM_RUN_DIR: files.runDir, SEV_XFORM_HOOK_CONF: files.hookConf };
   const filterArgs = ['--domcaps', DOMCAPS, '--firmware-dirs', resolve(FIRMWARE)];
@@ -92,6 +93,13 @@ function cases(files, bin, tools) {
   );
   for (const n of DEVICE_COUNTS)
     list.push({ id: `filter-${n}`, group: 'scaling', devices: n, label: `filter, typical domain + ${n} devices`, cmd: bin, args: filterArgs, stdin: files.large[n], env: plain, check: isSev });
+  // --compare: another build's hook and filter runs in the same interleaved rounds, so a change is
+  // measured side by side rather than across runs minutes apart (ratios between runs drift by 20%).
+  if (compare) {
+    const ids = ['hook-untagged', 'hook-tagged', 'help', 'filter', 'filter-1000'];
+    for (const c of list.filter((x) => ids.includes(x.id)))
+      list.push({ ...c, id: `compare-${c.id}`, group: 'compare', label: `${c.label} [${compare}]`, cmd: compare });
+  }
   return list;
 }
 
@@ -114,7 +122,8 @@ async function main() {
   try {
     const files = prepareInputs(tmp, bin, DEVICE_COUNTS, opts.batch);
     const machine = describeMachine(bin, tools);
-    const all = cases(files, resolve(bin), tools);
+    if (opts.compare && !which(resolve(opts.compare))) throw new Error(`--compare ${opts.compare} is not an executable`);
+    const all = cases(files, resolve(bin), tools, opts.compare && resolve(opts.compare));
     for (const c of all) {
       const problem = verify(c);
       if (problem) throw new Error(`${c.id} (${c.label}) does not behave as measured: ${problem}`);
