@@ -1,6 +1,5 @@
-import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { fail } from '../failure.js';
 import { CACHE_FILE, CACHE_VERSION, DEFAULT_STATE_DIR, serializeHostCache, stateDirOf, type HostCache } from '../host/cache.js';
 import { detectHost, hostPath, type HostCheck, type HostReport } from '../host/detect.js';
@@ -55,9 +54,13 @@ export function hostCacheOf(r: HostReport, now: Date): HostCache {
 /** Writes `text` to dir/name atomically: the hook must never read a half-written cache. */
 export function writeFileAtomic(dir: string, name: string, text: string): string {
   const target = join(dir, name);
-  const temp = join(dir, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
+  // A new private folder beside the target, named by mkdtemp (randomness without loading node:crypto,
+  // 8 ms of every `host` run), so that the rename stays on one filesystem.
+  let tempDir: string | undefined;
   try {
     mkdirSync(dir, { recursive: true, mode: 0o755 });
+    tempDir = mkdtempSync(join(dir, `.${name}.`));
+    const temp = join(tempDir, name);
     const fd = openSync(temp, 'wx', 0o644);
     try {
       writeSync(fd, text);
@@ -68,9 +71,10 @@ export function writeFileAtomic(dir: string, name: string, text: string): string
     chmodSync(temp, 0o644); // the umask may have narrowed it; the hook may run as another user
     renameSync(temp, target);
   } catch (e: unknown) {
-    rmSync(temp, { force: true });
     const code = (e as NodeJS.ErrnoException).code;
     fail({ kind: 'io', what: '--write-cache', message: `cannot write ${target} (${code ?? String(e)})` });
+  } finally {
+    if (tempDir !== undefined) rmSync(tempDir, { recursive: true, force: true });
   }
   return target;
 }
