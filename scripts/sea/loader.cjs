@@ -4,13 +4,14 @@
 // (asset sev-xform.cache): V8 then starts with those paths' bytecode instead of parsing and compiling
 // the bundle again on every VM start. This costs about 2 ms; a V8 startup snapshot of the loaded
 // program cost about 10 ms more per start, all of it in Node's own start-up (measured, 2026-11-26).
-const { getAsset } = require('node:sea');
+const { getRawAsset } = require('node:sea');
 const { Script } = require('node:vm');
 
-// The bundle is ASCII (esbuild escapes everything else), so latin1 decodes it byte for byte.
-const script = new Script(Buffer.from(getAsset('sev-xform.js')).toString('latin1'), {
+// getRawAsset: the assets as they lie in the executable, not copied (both are only read). The bundle
+// is ASCII (esbuild escapes everything else), so latin1 decodes it byte for byte.
+const script = new Script(Buffer.from(getRawAsset('sev-xform.js')).toString('latin1'), {
   filename: 'sev-xform.js',
-  cachedData: Buffer.from(getAsset('sev-xform.cache')),
+  cachedData: Buffer.from(getRawAsset('sev-xform.cache')),
 });
 // V8 silently compiles from source when it rejects a cache (another V8 version or flags); the build
 // and the tests ask for this line to prove the cache is used.
