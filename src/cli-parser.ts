@@ -1,5 +1,5 @@
-// The full command line, through yargs: every sub-command, --help and usage errors. `buildParser`
-// is exported so tests drive it with argv arrays. cli.ts loads this module only for command lines
+// The full command line, through yargs: every sub-command, --help and usage errors. Tests drive it
+// through cli.ts's main() with argv arrays. cli.ts loads this module only for command lines
 // that are not libvirt's hook call or a plain filter run, so those never load or build yargs.
 
 import yargs, { type Argv } from 'yargs';

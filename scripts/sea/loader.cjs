@@ -2,8 +2,8 @@
 // The single binary's main script. It runs the program bundle (asset sev-xform.js) with the V8 code
 // cache that scripts/sea/make-code-cache.cjs wrote after running the filter and the hook once
 // (asset sev-xform.cache): V8 then starts with those paths' bytecode instead of parsing and compiling
-// the bundle again on every VM start. This costs about 2 ms; a V8 startup snapshot of the loaded
-// program cost about 10 ms more per start, all of it in Node's own start-up (measured, 2026-11-26).
+// the bundle again on every VM start. This costs about 2-3 ms; a V8 startup snapshot of the loaded
+// program cost about 9 ms more per start, all of it in Node's own start-up (measured, 2026-11-26).
 const { getRawAsset } = require('node:sea');
 const { Script } = require('node:vm');
 
