@@ -13,32 +13,39 @@ function isVirtioNic(nic: XmlElement): boolean {
 }
 
 /**
- * The interface the firmware network-boots, if any: one with its own <boot
- * order>, else the first interface when <os><boot dev='network'/> asks (libvirt
- * gives that boot index to the first <interface>).
+ * The interfaces the firmware may network-boot, each with whether it is tried
+ * first: one with its own <boot order> (first when no device has a lower order),
+ * and the first interface when <os><boot dev='network'/> asks (libvirt gives that
+ * boot index to the first <interface>; first when 'network' is the first entry).
  */
-function networkBootNics(ctx: RuleContext, devices: XmlElement): Set<XmlElement> {
+function networkBootNics(ctx: RuleContext, devices: XmlElement): Map<XmlElement, boolean> {
   const nics = devices.elements('interface');
-  const booted = new Set(nics.filter((n) => bootOrder(n) !== undefined));
-  const osBoot = ctx.domain.elements('os').flatMap((os) => os.elements('boot')).find((b) => b.attr('dev') === 'network');
-  if (osBoot && nics[0]) booted.add(nics[0]);
-  if (osBoot && !nics[0]) ctx.warn("<os><boot dev='network'/> has no <interface> to boot from");
+  const orders = devices.elements().map(bootOrder).filter((o): o is number => o !== undefined);
+  const lowest = Math.min(...orders);
+  const booted = new Map<XmlElement, boolean>();
+  for (const nic of nics) {
+    const order = bootOrder(nic);
+    if (order !== undefined) booted.set(nic, order === lowest);
+  }
+  const entries = ctx.domain.elements('os').flatMap((os) => os.elements('boot'));
+  const network = entries.findIndex((b) => b.attr('dev') === 'network');
+  if (network >= 0 && nics[0]) booted.set(nics[0], network === 0);
+  if (network >= 0 && !nics[0]) ctx.warn("<os><boot dev='network'/> has no <interface> to boot from");
   return booted;
 }
 
 /**
  * A non-virtio NIC can only network-boot through its iPXE option ROM, whose DMA
- * into encrypted memory cannot work, and OVMF has no driver of its own for it:
- * the guest would hang or skip it at every boot. Refused, because an operator who
- * asked for network boot from that NIC would otherwise find out on the console.
+ * into encrypted memory cannot work, and OVMF has no driver of its own for it.
+ * When the NIC is the first boot device the guest could never boot as configured:
+ * refused, so the operator does not find out on the console. When it is only a
+ * fallback after a disk the guest boots; the dead fallback is warned about.
  */
-function refuseNonVirtioBoot(nic: XmlElement): never {
+function nonVirtioBoot(ctx: RuleContext, nic: XmlElement, first: boolean): void {
   const model = nic.first('model')?.attr('type') ?? "libvirt's default (rtl8139 or e1000)";
-  const where = nic.first('boot') ? nic.first('boot')!.path() : nic.path();
-  refuse(
-    where,
-    `network boot from ${describeDevice(nic)} (model ${model}) cannot work in an SEV guest: only its iPXE ROM could boot it, and iPXE cannot DMA into encrypted memory; make it <model type='virtio'/> (OVMF's own virtio-net driver then boots it) or boot from a disk`,
-  );
+  const why = `only its iPXE ROM could network-boot ${describeDevice(nic)} (model ${model}), and iPXE cannot DMA into encrypted memory; make it <model type='virtio'/> (OVMF's own virtio-net driver then boots it)`;
+  if (first) refuse(nic.first('boot') ? nic.first('boot')!.path() : nic.path(), `network boot first cannot work in an SEV guest: ${why}, or boot from a disk`);
+  ctx.warn(`the network-boot fallback cannot work in an SEV guest (the guest still boots from its disk): ${why}`);
 }
 
 export const sevHygiene: Rule = {
@@ -57,7 +64,8 @@ export const sevHygiene: Rule = {
       if (nic.attr('type') === 'hostdev')
         refuse(nic.path(), "type='hostdev' is PCI passthrough, which cannot work with SEV");
       if (!isVirtioNic(nic)) {
-        if (booted.has(nic)) refuseNonVirtioBoot(nic);
+        const first = booted.get(nic);
+        if (first !== undefined) nonVirtioBoot(ctx, nic, first);
         continue;
       }
       const why = booted.has(nic) ? OVMF_BOOTS_IT : 'iPXE is not SEV-aware';
