@@ -102,7 +102,10 @@ function disableBalloon(ctx: RuleContext, devices: XmlElement): void {
   }
 }
 
-/** Where each device kind keeps a virtio model that can be transitional. */
+/**
+ * Where each device kind keeps a virtio model that can be transitional. Not
+ * <input>: virtio-input is virtio 1.0 only, and libvirt refuses either model on it.
+ */
 function modelHolder(dev: XmlElement): { el: XmlElement; attr: string } | undefined {
   switch (dev.name) {
     case 'interface':
@@ -112,7 +115,6 @@ function modelHolder(dev: XmlElement): { el: XmlElement; attr: string } | undefi
     case 'memballoon':
     case 'rng':
     case 'vsock':
-    case 'input':
     case 'filesystem':
     case 'hostdev':
     case 'crypto':
