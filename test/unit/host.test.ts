@@ -131,6 +131,7 @@ test('--json shape', async () => {
     'root',
     'sev',
     'sevEs',
+    'sevSnp',
     'traits',
     'versions',
   ]);
