@@ -139,6 +139,7 @@ test('--json shape', async () => {
   assert.equal(report['domcaps'], {
     source: DOMCAPS_CMD,
     sev: { supported: true, cbitpos: 51, reducedPhysBits: 1, maxGuests: 494, maxESGuests: 15 },
+    launchSecurityTypes: null,
     error: null,
   });
   assert.is(report['memTotalKiB'], 527958016);
