@@ -139,13 +139,16 @@ function prepare(io: Io, name: string, input: string, doc: XmlDocument, paths: H
   }
 
   // A correct SEV guest has launchSecurity with a policy (checkDomain would have said otherwise).
-  const es = (launchPolicy(domain.first('launchSecurity')!, 'the domain XML on stdin') & POLICY_ES) !== 0;
+  const ls = domain.first('launchSecurity')!;
+  const snp = ls.attr('type') === 'sev-snp';
+  // SEV-SNP guests take their ASIDs from the SEV-ES range (the kernel's 1..min_sev_asid-1), shared with SEV-ES guests.
+  const es = snp || (launchPolicy(ls, 'the domain XML on stdin') & POLICY_ES) !== 0;
   const self = { name, uuid: domain.first('uuid')?.text().trim().toLowerCase() };
   const running = runningSevGuests(paths.runDir, self);
 
   // SEV and SEV-ES guests draw on separate pools of ASIDs (encryption key slots).
   const slots = es ? caps.maxESGuests : caps.maxGuests;
-  const kind = es ? 'SEV-ES' : 'SEV';
+  const kind = snp ? 'SEV-ES/SEV-SNP' : es ? 'SEV-ES' : 'SEV';
   const peers = running.filter((g) => g.es === es);
   // 0 is what hosts that only emulate SEV report (as the launch-security rule notes); a real SEV host has slots.
   if (slots !== undefined && slots > 0 && peers.length + 1 > slots)
