@@ -4,7 +4,7 @@
 //   # MiB of host memory that SEV guests' pinned memory may never use
 //   reserve_mib = 2048
 
-import { readFileSync } from 'node:fs';
+import { readTrustedFile } from '../host/trusted-file.js';
 import { fail } from '../failure.js';
 
 export const DEFAULT_HOOK_CONFIG = '/etc/sev-xform/hook.conf';
@@ -35,15 +35,12 @@ export function parseHookConfig(text: string, path: string): HookConfig {
   return config;
 }
 
-/** A missing file means the defaults; an unreadable or malformed one is a failure naming it. */
+/** Largest hook.conf read: a few lines. */
+export const MAX_CONFIG_BYTES = 64 * 1024;
+
+/** A missing file means the defaults; an untrusted, unreadable or malformed one is a failure naming it. */
 export function readHookConfig(path: string): HookConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e: unknown) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return { reserveMiB: DEFAULT_RESERVE_MIB };
-    fail({ kind: 'io', what: path, message: `cannot read the hook configuration (${code ?? String(e)})` });
-  }
+  const text = readTrustedFile(path, MAX_CONFIG_BYTES, 'hook configuration');
+  if (text === undefined) return { reserveMiB: DEFAULT_RESERVE_MIB };
   return parseHookConfig(text, path);
 }
