@@ -19,8 +19,10 @@ export interface PlannedGuest {
   /** The file it came from, or '--guests'. */
   source: string;
   count: number;
-  /** True when its policy sets the SEV-ES bit 0x4: it takes a slot from the SEV-ES pool. */
+  /** True when its policy sets the SEV-ES bit 0x4, or it is SEV-SNP: it takes a slot from the SEV-ES pool. */
   es: boolean;
+  /** Present (true) for SEV-SNP guests, which take their slots from the SEV-ES range too. */
+  snp?: true;
   ramKiB: number;
   videoKiB: number;
   /** QEMU's ROMs and ACPI tables, pinned beside RAM. */
@@ -92,13 +94,14 @@ export interface Plan {
 }
 
 /** `count` guests of the same size (the --guests form). */
-export function countedGuests(count: number, ramKiB: number, videoKiBEach: number, policy: number, overheadKiB: number): PlannedGuest {
+export function countedGuests(count: number, ramKiB: number, videoKiBEach: number, policy: number, overheadKiB: number, snp = false): PlannedGuest {
   const pinnedKiB = ramKiB + videoKiBEach + ROM_ACPI_KIB;
   return {
     name: 'guest',
     source: '--guests',
     count,
-    es: (policy & POLICY_ES) !== 0,
+    es: snp || (policy & POLICY_ES) !== 0,
+    ...(snp ? { snp: true as const } : {}),
     ramKiB,
     videoKiB: videoKiBEach,
     romKiB: ROM_ACPI_KIB,
@@ -115,10 +118,17 @@ export function countedGuests(count: number, ramKiB: number, videoKiBEach: numbe
  * policy (the tag's policy, then the domain's launchSecurity, then the tag's
  * model); SEV-SNP guests take their ASIDs from the SEV-ES pool.
  */
+function wantsSnp(domain: XmlElement): boolean {
+  const tag = findTag(domain);
+  const model = tag?.attr('model');
+  if (model === 'sev-snp' || tag?.attr('snp-policy') !== undefined) return true;
+  return model === undefined && domain.first('launchSecurity')?.attr('type') === 'sev-snp';
+}
+
 function wantsEs(domain: XmlElement): boolean {
   const tag = findTag(domain);
   const ls = domain.first('launchSecurity');
-  if (ls?.attr('type') === 'sev-snp') return true;
+  if (wantsSnp(domain)) return true;
   const tagPolicy = tag?.attr('policy');
   if (tagPolicy !== undefined) return (parsePolicy(tagPolicy, `${tag!.path()} policy`) & POLICY_ES) !== 0;
   const policy = ls?.first('policy');
@@ -137,6 +147,7 @@ export function domainGuest(domain: XmlElement, source: string, overheadKiB: num
       source,
       count: 1,
       es: wantsEs(domain),
+      ...(wantsSnp(domain) ? { snp: true as const } : {}),
       ...b,
       hardLimitKiB: counted > b.ceilingKiB ? counted : null,
       countedKiB: counted,
@@ -181,7 +192,7 @@ export function makePlan(input: PlanInput): Plan {
     );
   if (sevEs.fits === false)
     problems.push(
-      `slots: ${sevEs.needed} SEV-ES guest(s) need ${sevEs.needed} slot(s), the host has ${sevEs.available} (<maxESGuests> in ${input.capsSource})${
+      `slots: ${sevEs.needed} ${esLabel(input.guests)} guest(s) need ${sevEs.needed} slot(s), the host has ${sevEs.available} (<maxESGuests> in ${input.capsSource})${
         sevEs.available === 0 ? ': none can start (raise the SEV-ES ASID Space Limit in the firmware setup)' : ''
       }`,
     );
@@ -205,8 +216,13 @@ export function makePlan(input: PlanInput): Plan {
   };
 }
 
+/** SEV-SNP guests share the SEV-ES range: name both when any SEV-SNP guest is planned. */
+function esLabel(guests: readonly PlannedGuest[]): string {
+  return guests.some((g) => g.snp) ? 'SEV-ES/SEV-SNP' : 'SEV-ES';
+}
+
 function guestLine(g: PlannedGuest): string {
-  const kind = g.es ? 'SEV-ES' : 'SEV';
+  const kind = g.snp ? 'SEV-SNP' : g.es ? 'SEV-ES' : 'SEV';
   const sum = `${mib(g.ramKiB)} RAM + ${mib(g.videoKiB)} video + ${mib(g.romKiB)} ROM/ACPI = ${mib(g.pinnedKiB)} pinned + ${mib(g.overheadKiB)} QEMU process = ${mib(g.ceilingKiB)} ceiling`;
   const hard = g.hardLimitKiB !== null ? `; its hard_limit ${mib(g.hardLimitKiB)} is larger and counts` : '';
   if (g.source === '--guests') return `guests   ${g.count} x ${kind} (--guests): ${sum} each${hard}, ${mib(g.count * g.countedKiB)} in all`;
@@ -232,7 +248,7 @@ export function renderPlan(p: Plan): string {
   else if (!p.slots.supported) lines.push(`slots    the host cannot run SEV guests (<sev supported='no'> in ${p.slots.source})`);
   else {
     lines.push(slotLine('SEV', 'maxGuests', p.slots.sev, p.slots.source));
-    lines.push(slotLine('SEV-ES', 'maxESGuests', p.slots.sevEs, p.slots.source));
+    lines.push(slotLine(esLabel(p.guests), 'maxESGuests', p.slots.sevEs, p.slots.source));
   }
   lines.push(p.fits ? 'verdict  fits' : `verdict  does not fit (${p.problems.map((x) => x.replace(/:.*/, '')).filter((x, i, a) => a.indexOf(x) === i).join(', ')})`);
   return lines.join('\n') + '\n';

@@ -2,7 +2,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fail } from '../failure.js';
 import { isSevDomain } from '../domain/tag.js';
-import { DEFAULT_SEV_POLICY, formatPolicy, parsePolicy } from '../domain/policy.js';
+import { DEFAULT_SEV_ES_POLICY, DEFAULT_SEV_POLICY, POLICY_ES, formatPolicy, parsePolicy, parseSnpPolicy } from '../domain/policy.js';
 import { parseDomainCaps, type SevCaps } from '../host/domcaps.js';
 import { parseHostCache } from '../host/cache.js';
 import { DEFAULT_RESERVE_MIB, parseHookConfig } from '../hook/config.js';
@@ -113,6 +113,7 @@ export const planCommand: CommandSpec = {
       .option('memory', { type: 'string', describe: "RAM of each --guests guest, libvirt's units: 4GiB, 512MiB, 4G (= GiB); no unit means KiB" })
       .option('video', { type: 'string', describe: 'video memory of each --guests guest (default 0; libvirt counts ram + vram + vram64 + vgamem: qxl 144MiB, vga 16MiB, virtio 0)' })
       .option('policy', { type: 'string', describe: `SEV policy of the --guests guests (default ${formatPolicy(DEFAULT_SEV_POLICY)}); with the SEV-ES bit 0x4, e.g. 0x0037, they take SEV-ES slots` })
+      .option('model', { type: 'string', choices: ['sev', 'sev-es', 'sev-snp'], describe: 'model of the --guests guests; sev-snp ones take SEV-ES-range slots, as SEV-ES ones do' })
       .option('host-reserve', {
         type: 'string',
         describe: `memory SEV guests may never pin (default: reserve_mib in $SEV_XFORM_HOOK_CONF or /etc/sev-xform/hook.conf, else the hook's ${DEFAULT_RESERVE_MIB}MiB)`,
@@ -134,7 +135,7 @@ export const planCommand: CommandSpec = {
     const files = ((args['files'] as unknown[] | undefined) ?? []).map(String);
     const dir = args['domains'] as string | undefined;
     const guestsArg = args['guests'];
-    const perGuest = ['memory', 'policy', 'video'].filter((o) => args[o] !== undefined);
+    const perGuest = ['memory', 'policy', 'video', 'model'].filter((o) => args[o] !== undefined);
     if (guestsArg === undefined && perGuest.length > 0)
       fail({ kind: 'usage', message: `--${perGuest[0]} describes the --guests guests: give --guests N too` });
     if (guestsArg !== undefined && args['memory'] === undefined) fail({ kind: 'usage', message: '--guests needs --memory SIZE (the RAM of each guest)' });
@@ -148,8 +149,18 @@ export const planCommand: CommandSpec = {
       const count = countOf(guestsArg);
       const ram = parseSize(String(args['memory']), '--memory');
       const video = parseSize(String(args['video'] ?? '0'), '--video');
-      const policy = parsePolicy(String(args['policy'] ?? formatPolicy(DEFAULT_SEV_POLICY)), '--policy');
-      guests.push(countedGuests(count, ram, video, policy, overhead.kib));
+      const model = args['model'] as string | undefined;
+      if (model === 'sev-snp') {
+        // Checked as the filter would, though any SEV-SNP policy takes one SEV-ES-range slot.
+        if (args['policy'] !== undefined) parseSnpPolicy(String(args['policy']), '--policy');
+        guests.push(countedGuests(count, ram, video, 0, overhead.kib, true));
+      } else {
+        const fallback = model === 'sev-es' ? DEFAULT_SEV_ES_POLICY : DEFAULT_SEV_POLICY;
+        const policy = parsePolicy(String(args['policy'] ?? formatPolicy(fallback)), '--policy');
+        if (model === 'sev-es' && !(policy & POLICY_ES)) fail({ kind: 'usage', message: `--model sev-es conflicts with --policy ${formatPolicy(policy)}, which lacks the SEV-ES bit 0x4` });
+        if (model === 'sev' && policy & POLICY_ES) fail({ kind: 'usage', message: `--model sev conflicts with --policy ${formatPolicy(policy)}, which sets the SEV-ES bit 0x4` });
+        guests.push(countedGuests(count, ram, video, policy, overhead.kib));
+      }
     }
     for (const file of [...(dir !== undefined ? domainFiles(dir) : []), ...files]) {
       const domain = readDomain(await readInput(io, file), file).root;

@@ -6,7 +6,7 @@ import { FailureError, renderFailure } from '../failure.js';
 import { transformDomain } from '../transform.js';
 import { hostFacts } from '../host/facts.js';
 import { defaultFirmwareDirs } from '../host/firmware.js';
-import type { HostFacts, MemoryPinning, TransformOptions } from '../rules/types.js';
+import { SEV_MODELS, type HostFacts, type MemoryPinning, type SevModel, type TransformOptions } from '../rules/types.js';
 import { DEFAULT_QEMU_OVERHEAD_MIB } from '../domain/memory.js';
 import { parseOverheadSize } from '../domain/units.js';
 import type { Io } from '../io.js';
@@ -35,7 +35,16 @@ const HOST_FLAGS: Record<string, Flag> = {
 
 /** The options that shape a conversion, shared by the filter and `apply`. */
 const CONVERSION_FLAGS: Record<string, Flag> = {
-  policy: { type: 'string', describe: 'SEV policy in hex, e.g. 0x0033 (SEV) or 0x0037 (SEV-ES)' },
+  model: {
+    type: 'string',
+    choices: SEV_MODELS,
+    describe: "sev, sev-es or sev-snp (overrides the tag's model; SEV-SNP is never chosen unless asked for)",
+  },
+  policy: { type: 'string', describe: 'SEV policy in hex, e.g. 0x0033 (SEV) or 0x0037 (SEV-ES); with --model sev-snp a 64-bit SEV-SNP policy, e.g. 0x30000' },
+  'host-root': {
+    type: 'string',
+    describe: "read the kvm_amd parameters under DIR/sys (default: this host's /sys, unless --domcaps describes the host)",
+  },
   'memory-pinning': {
     type: 'string',
     choices: ['hard-limit', 'locked'],
@@ -44,7 +53,7 @@ const CONVERSION_FLAGS: Record<string, Flag> = {
   firmware: {
     type: 'string',
     default: 'auto',
-    describe: "'auto' (<os firmware='efi'>, libvirt picks an amd-sev firmware) or the path of an OVMF code file",
+    describe: "'auto' (<os firmware='efi'>, libvirt picks an amd-sev or amd-sev-snp firmware) or the path of an OVMF code file (for SEV-SNP: a stateless AmdSev build)",
   },
   'qemu-overhead': {
     type: 'string',
@@ -114,6 +123,7 @@ export function transformOptionsFrom(args: Record<string, unknown>): TransformOp
   return {
     policy: args['policy'] as string | undefined,
     memoryPinning: args['memory-pinning'] as MemoryPinning | undefined,
+    model: args['model'] as SevModel | undefined,
     firmware,
     ...(typeof overhead === 'string' ? { qemuOverheadKiB: parseOverheadSize(overhead, '--qemu-overhead') } : {}),
   };
@@ -162,6 +172,7 @@ export const transformCommand: CommandSpec = {
       domcaps: args['domcaps'] as string | undefined,
       firmwareDirs: firmwareDirsFrom(io, args['firmware-dirs']),
       run: io.run,
+      hostRoot: args['host-root'] as string | undefined,
     });
     if (files.length <= 1 && outputDir === undefined) {
       await convertOne(io, args, files[0], options, host, (text) => io.stdout(text));

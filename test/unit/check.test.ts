@@ -25,6 +25,33 @@ test('every golden output converted on the default host is a correct SEV guest',
   assert.ok(checked > 30, `only ${checked} outputs checked`);
 });
 
+test('every SEV-SNP golden output is a correct guest on its own host, without --model or --firmware', async () => {
+  let checked = 0;
+  for (const name of goldenCases().filter((n) => n.startsWith('snp-'))) {
+    const dir = `fixtures/${name}`;
+    if (!existsSync(`${dir}/out.xml`)) continue;
+    const args = JSON.parse(readFileSync(`${dir}/args.json`, 'utf8')) as string[];
+    // Only the host description: the output alone must say it is SEV-SNP and which firmware it boots.
+    const host = args.flatMap((a, i) => (['--domcaps', '--firmware-dirs'].includes(a) ? [a, args[i + 1]!] : []));
+    const r = await runCli(['check', ...host, `${dir}/out.xml`]);
+    assert.is(r.code, 0, `${name}: ${r.stdout}${r.stderr}`);
+    assert.match(readFileSync(`${dir}/out.xml`, 'utf8'), /<launchSecurity type='sev-snp'/);
+    checked++;
+  }
+  assert.ok(checked >= 8, `only ${checked} SEV-SNP outputs checked`);
+});
+
+test('an unconverted SEV-SNP-tagged domain: launch-security and firmware-uefi need changes; on libvirt 9.0 it is a host problem', async () => {
+  const snpHost = ['--domcaps', 'fixtures/hosts/snp-genoa-libvirt11.xml', '--firmware-dirs', 'fixtures/hosts/firmware-snp'];
+  const r = await runCli(['check', ...snpHost, 'fixtures/snp-model-default-policy/in.xml']);
+  assert.is(r.code, 1);
+  assert.match(r.stdout, /^launch-security: needs change: added <launchSecurity type='sev-snp'> with policy 0x00030000/m);
+  assert.match(r.stdout, /^firmware-uefi: needs change: removed <nvram>/m);
+  const old = await runCli(['check', ...HOST, 'fixtures/snp-model-default-policy/in.xml']);
+  assert.is(old.code, 1);
+  assert.match(old.stdout, /^host: SEV-SNP needs libvirt >= 10\.5/);
+});
+
 test('a tagged, unconverted domain: one line per broken rule, exit 1', async () => {
   const r = await runCli(['check', ...HOST, 'fixtures/virt-install-i440fx-bios-virtio-blk/in.xml']);
   assert.is(r.code, 1);

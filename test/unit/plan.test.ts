@@ -305,6 +305,28 @@ test('SEV-ES is read the way the filter decides the policy: tag policy, then lau
   assert.is(p.slots.sev.needed, 2);
 });
 
+test('SEV-SNP guests (tag model, tag snp-policy, sev-snp launchSecurity, --guests --model sev-snp) take SEV-ES-range slots', async () => {
+  const snpLs = "  <launchSecurity type='sev-snp'>\n    <policy>0x00030000</policy>\n  </launchSecurity>\n</domain>";
+  const dir = writeDomains({
+    '1-model.xml': withTag(tagged, '<sev:sev xmlns:sev="urn:sev-xform:domain:1" model="sev-snp" policy="0x30000"/>'),
+    '2-snp-policy.xml': withTag(tagged, '<sev:sev xmlns:sev="urn:sev-xform:domain:1" snp-policy="0x30000"/>'),
+    '3-ls.xml': withTag(tagged, '').replace('</domain>', snpLs),
+    '4-plain-sev.xml': convert(tagged),
+  });
+  const r = await plan(['--domains', dir, '--mem-total', '64GiB', '--domcaps', caps(15, 2), '--json']);
+  const p = json(r);
+  assert.equal(p.guests.map((g) => [g.es, g.snp === true]), [[true, true], [true, true], [true, true], [false, false]]);
+  assert.equal(p.slots.sevEs, { needed: 3, available: 2, fits: false });
+  assert.match(r.stderr, /slots: 3 SEV-ES\/SEV-SNP guest\(s\) need 3 slot\(s\), the host has 2 \(<maxESGuests>/);
+  const g = await plan(['--guests', '2', '--memory', '1GiB', '--model', 'sev-snp', '--mem-total', '64GiB', '--domcaps', caps(15, 2)]);
+  assert.is(g.code, 0, g.stderr);
+  assert.match(g.stdout, /guests   2 x SEV-SNP \(--guests\)/);
+  assert.match(g.stdout, /slots    SEV-ES\/SEV-SNP: 2 needed, 2 available/);
+  const bad = await plan(['--guests', '1', '--memory', '1GiB', '--model', 'sev-snp', '--policy', '0x10000', '--mem-total', '64GiB']);
+  assert.is(bad.code, 1);
+  assert.match(bad.stderr, /bit 17/);
+});
+
 test('a hard_limit above the estimate counts, as the hook counts it', async () => {
   const big = tagged.replace('<vcpu', "<memtune>\n    <hard_limit unit='GiB'>6</hard_limit>\n  </memtune>\n  <vcpu");
   const small = tagged.replace('<vcpu', "<memtune>\n    <hard_limit unit='GiB'>1</hard_limit>\n  </memtune>\n  <vcpu");
