@@ -9,7 +9,7 @@ import { closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { FailureError, renderFailure } from '../failure.js';
 import { checkDocument } from '../check.js';
-import { TAG_NAMESPACE, isSevDomain, isSevLaunchType, sevXformElements } from '../domain/tag.js';
+import { isSevDomain, isSevLaunchType, sevXformElements } from '../domain/tag.js';
 import { POLICY_ES } from '../domain/policy.js';
 import { CACHE_FILE, hostFactsFromCache, readHostCache, stateDirOf } from '../host/cache.js';
 import { readDomain } from '../transform.js';
@@ -62,8 +62,11 @@ const ACTIONS: Readonly<Record<string, Action>> = {
   'restore begin': 'restore',
 };
 
-/** Literal text that libvirt writes for an SEV domain: the tag's namespace URI, or launchSecurity. */
-const SEV_MARKERS: readonly string[] = [TAG_NAMESPACE, '<launchSecurity'];
+/**
+ * Literal text that libvirt writes for an SEV domain: a sev-xform namespace URI (any version, as the
+ * shim matches it), or launchSecurity.
+ */
+const SEV_MARKERS: readonly string[] = ['urn:sev-xform', '<launchSecurity'];
 
 /**
  * When the XML cannot be parsed, "is it an SEV domain?" is answered from the
@@ -92,7 +95,7 @@ export function mentionsSev(text: string): boolean {
       const type = /\stype\s*=\s*(['"])(.*?)\1/.exec(tag)?.[2];
       if (isSevLaunchType(type)) return true;
     }
-    if (tag.includes(TAG_NAMESPACE) && new RegExp(`\\sxmlns(?::[^\\s=]+)?\\s*=\\s*(['"])${TAG_NAMESPACE}\\1`).test(tag)) return true;
+    if (/\sxmlns(?::[^\s=]+)?\s*=\s*(['"])\s*urn:sev-xform/i.test(tag)) return true;
     i = end + 1;
   }
 }

@@ -214,6 +214,9 @@ test('near-miss tags: any element in the namespace is SEV; unknown names and att
     ['nested in another namespace', `<app:x xmlns:app="urn:app"><sev:sev xmlns:sev="${URN}"/></app:x>`, 'sev'],
     ['default namespace', `<sev-es xmlns="${URN}"/>`, 'sev-es'],
     ['tag with a child', `<sev:sev xmlns:sev="${URN}"><sev:policy/></sev:sev>`, 'sev:policy'],
+    ['another version of the namespace', `<sev:sev xmlns:sev="urn:sev-xform:domain:2"/>`, 'urn:sev-xform:domain:2'],
+    ['the namespace without its version', `<sev:sev xmlns:sev="urn:sev-xform:domain"/>`, 'urn:sev-xform:domain'],
+    ['the namespace in capitals', `<sev:sev xmlns:sev="URN:SEV-XFORM:domain:1"/>`, 'URN:SEV-XFORM:domain:1'],
     ['two tags', `<sev:sev xmlns:sev="${URN}"/><s2:sev xmlns:s2="${URN}"/>`, 'sev'],
   ];
   for (const [what, tag, mention] of cases) {
@@ -314,6 +317,9 @@ const OVERRIDES: Array<[string[], string]> = [
   [['-bios', '/tmp/plain.fd'], '-bios'],
   [['-display', 'none', '-cpu=host'], '-cpu'],
   [['-readconfig', '/tmp/x.cfg'], '-readconfig'],
+  [['-incoming', 'tcp:0:4444'], '-incoming'],
+  [['-loadvm', 'snap1'], '-loadvm'],
+  [['-drive', 'if=pflash,format=raw,file=/tmp/plain.fd'], '-drive'],
 ];
 
 test('qemu:commandline touching -machine, -object, -global, -set, -cpu or -bios is refused naming it (hook, filter, check)', () => {
