@@ -77,16 +77,25 @@ const SEV_MARKERS: readonly string[] = ['urn:sev-xform', '<launchSecurity'];
  * once got an innocent domain refused. Erring towards SEV only refuses a domain
  * whose XML is broken anyway; erring the other way could boot it unencrypted.
  */
+/** Markup whose content is not markup: comments, CDATA sections, processing instructions (and the XML declaration). */
+const OPAQUE: ReadonlyArray<readonly [string, string]> = [
+  ['<!--', '-->'],
+  ['<![CDATA[', ']]>'],
+  ['<?', '?>'],
+];
+
 export function mentionsSev(text: string): boolean {
   let i = 0;
   for (;;) {
     const lt = text.indexOf('<', i);
     if (lt < 0) return false;
-    const skipTo = text.startsWith('<!--', lt) ? ['-->', 4] : text.startsWith('<![CDATA[', lt) ? [']]>', 9] : text.startsWith('<?', lt) ? ['?>', 2] : undefined;
-    if (skipTo) {
-      const end = text.indexOf(skipTo[0] as string, lt + (skipTo[1] as number));
+    const opaque = OPAQUE.find(([open]) => text.startsWith(open, lt));
+    if (opaque) {
+      const [open, close] = opaque;
+      const end = text.indexOf(close, lt + open.length);
+      // Unterminated: the rest is inside it, for any XML reader.
       if (end < 0) return false;
-      i = end + (skipTo[0] as string).length;
+      i = end + close.length;
       continue;
     }
     const end = tagEnd(text, lt);

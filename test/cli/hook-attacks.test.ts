@@ -352,6 +352,8 @@ test('host.json, hook.conf and status XML that are FIFOs, /dev/zero, writable by
     ['host.json group-writable', (e) => (chmodSync(e.cache, 0o664), e.cache)],
     ['host.json not root-owned', (e) => (chownSync(e.cache, 4321, 4321), e.cache)],
     ['host.json a folder', (e) => (rmSync(e.cache), mkdirSync(e.cache), e.cache)],
+    ['host.json of 5 MiB', (e) => (writeFileSync(e.cache, ' '.repeat(5 * MiB)), e.cache)],
+    ['hook.conf of 1 MiB', (e) => (writeFileSync(e.config, '#'.repeat(MiB)), e.config)],
     ['hook.conf FIFO', (e) => (spawnSync('mkfifo', [e.config]), e.config)],
     ['hook.conf -> /dev/zero', (e) => (symlinkSync('/dev/zero', e.config), e.config)],
     ['hook.conf world-writable', (e) => (writeFileSync(e.config, 'reserve_mib = 0\n'), chmodSync(e.config, 0o646), e.config)],
