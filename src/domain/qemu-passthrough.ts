@@ -12,9 +12,10 @@ export const QEMU_NAMESPACE = 'http://libvirt.org/schemas/domain/qemu/1.0';
 
 /**
  * QEMU options that can change what the conversion set: the machine and its confidential-guest
- * support, objects, globals and properties, the CPU, the firmware, and config files that can set any of them.
+ * support, objects, globals and properties, the CPU, the firmware, config files that can set any of
+ * them; and -incoming/-loadvm, which resume saved state as the hook's migrate/restore refusal forbids.
  */
-const FORBIDDEN_OPTIONS: ReadonlySet<string> = new Set(['machine', 'M', 'object', 'global', 'set', 'cpu', 'bios', 'pflash', 'readconfig', 'L', 'accel']);
+const FORBIDDEN_OPTIONS: ReadonlySet<string> = new Set(['machine', 'M', 'object', 'global', 'set', 'cpu', 'bios', 'pflash', 'readconfig', 'L', 'accel', 'incoming', 'loadvm']);
 
 /** The option an argument names (`-machine`, `--machine`, `-machine=q35`), or undefined when it is not an option. */
 function optionOf(arg: string): string | undefined {

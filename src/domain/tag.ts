@@ -14,6 +14,14 @@ export const TAG_NAMESPACE = 'urn:sev-xform:domain:1';
 /** The tag's local name. */
 export const TAG_NAME = 'sev';
 
+/**
+ * Any namespace of the sev-xform family (`urn:sev-xform...`, in any case): another version or a
+ * misspelt one is a near-miss too, refused rather than read as "not tagged".
+ */
+export function isSevXformNamespace(uri: string): boolean {
+  return /^urn:sev-xform(?::|$)/i.test(uri.trim());
+}
+
 /** Attributes the tag may carry (besides namespace declarations); add new ones here. */
 export const TAG_ATTRIBUTES: readonly string[] = ['policy', 'model', 'snp-policy'];
 
@@ -23,7 +31,7 @@ export function isSevLaunchType(type: string | undefined): boolean {
   return type === undefined || type === 'sev' || type.startsWith('sev-');
 }
 
-/** Every element in the sev-xform namespace, in document order (usually just the tag). */
+/** Every element in a sev-xform namespace, in document order (usually just the tag). */
 export function sevXformElements(domain: XmlElement): XmlElement[] {
   const found: XmlElement[] = [];
   // Prefixes bound to the namespace in scope ('' for the default namespace); almost always none.
@@ -32,9 +40,10 @@ export function sevXformElements(domain: XmlElement): XmlElement[] {
     for (const a of el.attrs) {
       if (a.name !== 'xmlns' && !a.name.startsWith('xmlns:')) continue;
       const prefix = a.name === 'xmlns' ? '' : a.name.slice(6);
-      if (a.value === TAG_NAMESPACE ? !scope.has(prefix) : scope.has(prefix)) {
+      const ours = isSevXformNamespace(a.value);
+      if (ours ? !scope.has(prefix) : scope.has(prefix)) {
         const next = new Set(scope);
-        if (a.value === TAG_NAMESPACE) next.add(prefix);
+        if (ours) next.add(prefix);
         else next.delete(prefix);
         scope = next;
       }
@@ -62,6 +71,9 @@ export function findTag(domain: XmlElement): XmlElement | undefined {
   const elements = sevXformElements(domain);
   let tag: XmlElement | undefined;
   for (const el of elements) {
+    const uri = el.qname().uri ?? '';
+    if (uri !== TAG_NAMESPACE)
+      refuse(el.path(), `<${el.name}> is in the namespace '${uri}', not the sev-xform tag's ${TAG_NAMESPACE}; write <sev:${TAG_NAME} xmlns:sev="${TAG_NAMESPACE}"/>`);
     if (localName(el) !== TAG_NAME)
       refuse(el.path(), `<${el.name}> in the sev-xform namespace ${TAG_NAMESPACE} is not the tag <${TAG_NAME}>; write <sev:${TAG_NAME}/> (with model='sev-es' for SEV-ES, model='sev-snp' for SEV-SNP) or remove it`);
     if (el.parent !== domain.first('metadata') || el.parent === null)

@@ -9,7 +9,7 @@ import { closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { FailureError, renderFailure } from '../failure.js';
 import { CHECK_OPTIONS, checkDocument } from '../check.js';
-import { TAG_NAMESPACE, isSevDomain, isSevLaunchType, sevXformElements } from '../domain/tag.js';
+import { isSevDomain, isSevLaunchType, sevXformElements } from '../domain/tag.js';
 import { POLICY_ES } from '../domain/policy.js';
 import { CACHE_FILE, hostFactsFromCache, readHostCache, stateDirOf } from '../host/cache.js';
 import { readDomain } from '../transform.js';
@@ -62,8 +62,11 @@ const ACTIONS: Readonly<Record<string, Action>> = {
   'restore begin': 'restore',
 };
 
-/** Literal text that libvirt writes for an SEV domain: the tag's namespace URI, or launchSecurity. */
-const SEV_MARKERS: readonly string[] = [TAG_NAMESPACE, '<launchSecurity'];
+/**
+ * Literal text that libvirt writes for an SEV domain: a sev-xform namespace URI (any version, as the
+ * shim matches it), or launchSecurity.
+ */
+const SEV_MARKERS: readonly string[] = ['urn:sev-xform', '<launchSecurity'];
 
 /**
  * When the XML cannot be parsed, "is it an SEV domain?" is answered from the
@@ -74,16 +77,25 @@ const SEV_MARKERS: readonly string[] = [TAG_NAMESPACE, '<launchSecurity'];
  * once got an innocent domain refused. Erring towards SEV only refuses a domain
  * whose XML is broken anyway; erring the other way could boot it unencrypted.
  */
+/** Markup whose content is not markup: comments, CDATA sections, processing instructions (and the XML declaration). */
+const OPAQUE: ReadonlyArray<readonly [string, string]> = [
+  ['<!--', '-->'],
+  ['<![CDATA[', ']]>'],
+  ['<?', '?>'],
+];
+
 export function mentionsSev(text: string): boolean {
   let i = 0;
   for (;;) {
     const lt = text.indexOf('<', i);
     if (lt < 0) return false;
-    const skipTo = text.startsWith('<!--', lt) ? ['-->', 4] : text.startsWith('<![CDATA[', lt) ? [']]>', 9] : text.startsWith('<?', lt) ? ['?>', 2] : undefined;
-    if (skipTo) {
-      const end = text.indexOf(skipTo[0] as string, lt + (skipTo[1] as number));
+    const opaque = OPAQUE.find(([open]) => text.startsWith(open, lt));
+    if (opaque) {
+      const [open, close] = opaque;
+      const end = text.indexOf(close, lt + open.length);
+      // Unterminated: the rest is inside it, for any XML reader.
       if (end < 0) return false;
-      i = end + (skipTo[0] as string).length;
+      i = end + close.length;
       continue;
     }
     const end = tagEnd(text, lt);
@@ -92,7 +104,7 @@ export function mentionsSev(text: string): boolean {
       const type = /\stype\s*=\s*(['"])(.*?)\1/.exec(tag)?.[2];
       if (isSevLaunchType(type)) return true;
     }
-    if (tag.includes(TAG_NAMESPACE) && new RegExp(`\\sxmlns(?::[^\\s=]+)?\\s*=\\s*(['"])${TAG_NAMESPACE}\\1`).test(tag)) return true;
+    if (/\sxmlns(?::[^\s=]+)?\s*=\s*(['"])\s*urn:sev-xform/i.test(tag)) return true;
     i = end + 1;
   }
 }

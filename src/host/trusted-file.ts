@@ -32,7 +32,7 @@ export function readTrustedFile(path: string, limit: number, what: string): stri
     const why = untrustedReason(fstatSync(fd));
     if (why !== undefined) fail({ kind: 'io', what: path, message: `the ${what} ${why}; it is not trusted (it must be a regular file owned by root and writable only by root)` });
     const buf = Buffer.allocUnsafe(Math.min(limit + 1, 64 * 1024));
-    let chunks: Buffer[] = [];
+    const chunks: Buffer[] = [];
     let size = 0;
     for (;;) {
       const n = readSync(fd, buf, 0, buf.length, null);
@@ -41,9 +41,7 @@ export function readTrustedFile(path: string, limit: number, what: string): stri
       if (size > limit) fail({ kind: 'io', what: path, message: `the ${what} is larger than ${limit} bytes; it is not trusted` });
       chunks.push(Buffer.from(buf.subarray(0, n)));
     }
-    const text = Buffer.concat(chunks, size).toString('utf8');
-    chunks = [];
-    return text;
+    return Buffer.concat(chunks, size).toString('utf8');
   } catch (e: unknown) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === undefined) throw e;

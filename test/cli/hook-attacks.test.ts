@@ -214,6 +214,9 @@ test('near-miss tags: any element in the namespace is SEV; unknown names and att
     ['nested in another namespace', `<app:x xmlns:app="urn:app"><sev:sev xmlns:sev="${URN}"/></app:x>`, 'sev'],
     ['default namespace', `<sev-es xmlns="${URN}"/>`, 'sev-es'],
     ['tag with a child', `<sev:sev xmlns:sev="${URN}"><sev:policy/></sev:sev>`, 'sev:policy'],
+    ['another version of the namespace', `<sev:sev xmlns:sev="urn:sev-xform:domain:2"/>`, 'urn:sev-xform:domain:2'],
+    ['the namespace without its version', `<sev:sev xmlns:sev="urn:sev-xform:domain"/>`, 'urn:sev-xform:domain'],
+    ['the namespace in capitals', `<sev:sev xmlns:sev="URN:SEV-XFORM:domain:1"/>`, 'URN:SEV-XFORM:domain:1'],
     ['two tags', `<sev:sev xmlns:sev="${URN}"/><s2:sev xmlns:s2="${URN}"/>`, 'sev'],
   ];
   for (const [what, tag, mention] of cases) {
@@ -314,6 +317,9 @@ const OVERRIDES: Array<[string[], string]> = [
   [['-bios', '/tmp/plain.fd'], '-bios'],
   [['-display', 'none', '-cpu=host'], '-cpu'],
   [['-readconfig', '/tmp/x.cfg'], '-readconfig'],
+  [['-incoming', 'tcp:0:4444'], '-incoming'],
+  [['-loadvm', 'snap1'], '-loadvm'],
+  [['-drive', 'if=pflash,format=raw,file=/tmp/plain.fd'], '-drive'],
 ];
 
 test('qemu:commandline touching -machine, -object, -global, -set, -cpu or -bios is refused naming it (hook, filter, check)', () => {
@@ -346,6 +352,8 @@ test('host.json, hook.conf and status XML that are FIFOs, /dev/zero, writable by
     ['host.json group-writable', (e) => (chmodSync(e.cache, 0o664), e.cache)],
     ['host.json not root-owned', (e) => (chownSync(e.cache, 4321, 4321), e.cache)],
     ['host.json a folder', (e) => (rmSync(e.cache), mkdirSync(e.cache), e.cache)],
+    ['host.json of 5 MiB', (e) => (writeFileSync(e.cache, ' '.repeat(5 * MiB)), e.cache)],
+    ['hook.conf of 1 MiB', (e) => (writeFileSync(e.config, '#'.repeat(MiB)), e.config)],
     ['hook.conf FIFO', (e) => (spawnSync('mkfifo', [e.config]), e.config)],
     ['hook.conf -> /dev/zero', (e) => (symlinkSync('/dev/zero', e.config), e.config)],
     ['hook.conf world-writable', (e) => (writeFileSync(e.config, 'reserve_mib = 0\n'), chmodSync(e.config, 0o646), e.config)],

@@ -387,4 +387,43 @@ test('the hook writes only its lock and the accepted prepare\'s reservation (in 
   assert.equal(readdirSync(e.lockDir), ['prepare.lock'], 'release drops the reservation');
 });
 
+test('over the 64 MiB limit: the rest of stdin is scanned in chunks, a marker split across chunks is found, and without a way to read on it is SEV', async () => {
+  const e = hostEnv();
+  const first = Buffer.alloc(64 * 1024 * 1024 + 1, 0x20);
+  const marker = 'urn:sev-xform:domain:1';
+  const run = async (chunks: string[] | undefined): Promise<{ code: number; err: string }> => {
+    let err = '';
+    const io: Io = {
+      readStdin: async () => first,
+      readFile: () => new Uint8Array(),
+      stdout: () => undefined,
+      stderr: (t) => void (err += t),
+      env: e.env,
+      run: () => ({ status: null, stdout: '', stderr: '', error: 'none' }),
+      ...(chunks === undefined
+        ? {}
+        : {
+            async *readStdinRest() {
+              for (const c of chunks) yield Buffer.from(c, 'latin1');
+            },
+          }),
+    };
+    return { code: await runHook(['big', 'prepare', 'begin', '-'], io), err };
+  };
+  for (let cut = 0; cut <= marker.length; cut++) {
+    const r = await run(['x'.repeat(100) + marker.slice(0, cut), marker.slice(cut) + 'y'.repeat(100)]);
+    assert.is(r.code, 1, `split at ${cut}: ${r.err}`);
+  }
+  // Split between the first 64 MiB and the rest.
+  first.write(marker.slice(0, 9), first.length - 9, 'latin1');
+  assert.is((await run([marker.slice(9)])).code, 1, 'split at the limit');
+  first.fill(0x20);
+  const tiny = await run(['<launch', 'Security type="sev">']);
+  assert.is(tiny.code, 1, 'chunks shorter than the overlap');
+  const clean = await run(['a'.repeat(1000), 'b'.repeat(1000)]);
+  assert.is(clean.code, 0, clean.err);
+  assert.match(clean.err, /note: .*larger than the 64 MiB limit.* not blocked/);
+  assert.is((await run(undefined)).code, 1, 'no readStdinRest: treated as SEV');
+});
+
 test.run();

@@ -110,7 +110,16 @@ start_daemon() {
   # reads differs from the cached one; CPUID leaves 0x1/0xb carry the APIC id of
   # the CPU the daemon happens to run on, so keep libvirtd on one CPU.
   if [ "$name" = libvirtd ] && [ "$LIBVIRTD_CPU" != none ]; then pin=(taskset -c "$LIBVIRTD_CPU"); fi
-  LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/$name.log" "${pin[@]}" "$name" -d
+  # Without the descriptors above 2 this script inherited: the shared test lock is
+  # `flock /tmp/sevx-libvirt.lock CMD`, whose descriptor a daemon started here would
+  # keep open for its whole life, holding the lock for everyone after this run ended.
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-"
+    done
+    LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/$name.log" exec "${pin[@]}" "$name" -d
+  )
   for _ in $(seq 50); do [ -n "$(daemon_pid "$name")" ] && return 0; sleep 0.1; done
   die "$name -d did not leave a running $name (see /var/log/libvirt/$name.log)"
 }
