@@ -7,6 +7,8 @@ const unitOnly = args.includes('--unit-only');
 let passed = 0;
 let failed = 0;
 let skipped = 0;
+/** How the integration tests had KVM, from setup.sh's summary line (kvm=real or kvm=emulated). */
+let kvmNote = 'kvm: not used (integration tests not run)';
 
 function run(cmd, argv, env = {}) {
   const r = spawnSync(cmd, argv, { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 256 * 1024 * 1024 });
@@ -44,6 +46,8 @@ function integration() {
     return;
   }
   const setup = run('bash', ['test/integration/host/setup.sh']);
+  const kvm = /\bkvm=(real|emulated)\b/.exec(setup.stdout ?? '');
+  kvmNote = kvm ? `kvm: ${kvm[1]}${kvm[1] === 'emulated' ? ' (no /dev/kvm here: libvirt was made to offer KVM; guests the tests start ran under TCG)' : ' (/dev/kvm)'}` : 'kvm: unknown (setup.sh printed no kvm= in its summary)';
   if (setup.status !== 0) {
     console.error(`integration: set-up failed (exit ${setup.status}): see above`);
     failed += 1;
@@ -83,6 +87,7 @@ if (build.status !== 0) {
     uvu('test/cli');
     integration();
   }
-  console.log(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+  console.log(`\n${kvmNote}`);
+  console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
   process.exitCode = failed > 0 ? 1 : 0;
 }
