@@ -19,7 +19,7 @@ SEV_REDUCED_PHYS_BITS=${SEV_REDUCED_PHYS_BITS:-1}
 SEV_MAX_GUESTS=${SEV_MAX_GUESTS:-15}
 SEV_MAX_ES_GUESTS=${SEV_MAX_ES_GUESTS:-0}
 PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
-          ovmf libxml2-utils virtinst xmlstarlet swtpm swtpm-tools)
+          ovmf libxml2-utils virtinst xmlstarlet swtpm swtpm-tools qemu-utils)
 
 t0=$EPOCHREALTIME
 log() { echo "setup.sh: $*" >&2; }

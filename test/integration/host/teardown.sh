@@ -56,8 +56,16 @@ else
 fi
 
 # --- 2. files the tests leave behind ---------------------------------------
-rm -rf /tmp/"$PREFIX"* /var/lib/libvirt/qemu/nvram/"$PREFIX"* /var/lib/libvirt/qemu/save/"$PREFIX"* \
+rm -rf /tmp/"$PREFIX"* /var/tmp/"$PREFIX"* /var/lib/libvirt/qemu/nvram/"$PREFIX"* /var/lib/libvirt/qemu/save/"$PREFIX"* \
        /var/lib/libvirt/images/"$PREFIX"*
+# Memory cgroups the QEMU acceptance test made (v1 and v2), with any QEMU or
+# helper a crashed test left in them.
+for cg in /sys/fs/cgroup/memory/"$PREFIX"* /sys/fs/cgroup/"$PREFIX"*; do
+  [ -d "$cg" ] || continue
+  for pid in $(cat "$cg/cgroup.procs" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do [ -s "$cg/cgroup.procs" ] || break; sleep 0.1; done
+  rmdir "$cg" 2>/dev/null || log "WARNING: could not remove cgroup $cg"
+done
 
 # --- 3. daemons and mounts that setup.sh started ----------------------------
 stopped=()
