@@ -133,6 +133,10 @@ export function tcgCopy(converted: string, name: string, work: string, ramCapByt
       ops.push('-d', `/domain/memoryBacking/${what}`);
       notes.push(`<memoryBacking><${what}/> removed (${what === 'hugepages' ? 'no huge pages reserved here' : 'mlock needs CAP_SYS_RESOURCE'})`);
     }
+  if (domain.child('features')?.child('hyperv')) {
+    ops.push('-d', '/domain/features/hyperv');
+    notes.push('Hyper-V enlightenments removed (QEMU has some, e.g. vpindex, only with KVM)');
+  }
   const cpuMode = domain.child('cpu')?.attrs['mode'];
   if (cpuMode === 'host-passthrough' || cpuMode === 'host-model') {
     ops.push('-u', '/domain/cpu/@mode', '-v', 'maximum', '-d', '/domain/cpu/model');
@@ -396,6 +400,19 @@ export function acceptanceCommand(rendered: string, name: string, work: string, 
         for (const k of ['port', 'tls-port', 'addr', 'x509-dir', 'tls-channel', 'plaintext-channel', 'password-secret', 'sasl', 'gl', 'rendernode', 'spice', 'ipv4', 'ipv6', 'unix']) delete p[k];
         const rest = Object.entries(p).map(([k, x]) => `,${k}=${String(x).replace(/,/g, ',,')}`).join('');
         out.push('-spice', `unix=on,addr=${join(work, `${name}.spice`)},disable-ticketing=on${rest}`);
+        continue;
+      }
+      case '-fw_cfg': {
+        // <qemu:commandline> passes such files through; stand in for one this host lacks.
+        const file = /(?:^|,)file=([^,]+)/.exec(v)?.[1];
+        if (file !== undefined && !existsSync(file)) {
+          const standIn = join(work, `${name}.fw_cfg${out.length}`);
+          writeFileSync(standIn, '');
+          notes.push(`-fw_cfg file ${file} -> empty stand-in`);
+          out.push('-fw_cfg', v.replace(`file=${file}`, `file=${standIn}`));
+          continue;
+        }
+        out.push('-fw_cfg', v);
         continue;
       }
       default:

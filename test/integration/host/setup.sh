@@ -77,6 +77,14 @@ daemon_pid() {
   return 0
 }
 
+close_inherited_fds() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+}
+
 start_daemon() {
   local name=$1
   [ -n "$(daemon_pid "$name")" ] && return 0
@@ -85,7 +93,9 @@ start_daemon() {
   # reads differs from the cached one; CPUID leaves 0x1/0xb carry the APIC id of
   # the CPU the daemon happens to run on, so keep libvirtd on one CPU.
   if [ "$name" = libvirtd ] && [ "$LIBVIRTD_CPU" != none ]; then pin=(taskset -c "$LIBVIRTD_CPU"); fi
-  LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/$name.log" "${pin[@]}" "$name" -d
+  # Without the caller's other open files: a daemon that inherits the fd of
+  # `flock /tmp/sevx-libvirt.lock` holds the shared lock for as long as it runs.
+  (close_inherited_fds; LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/$name.log" exec "${pin[@]}" "$name" -d)
   for _ in $(seq 50); do [ -n "$(daemon_pid "$name")" ] && return 0; sleep 0.1; done
   die "$name -d did not leave a running $name (see /var/log/libvirt/$name.log)"
 }

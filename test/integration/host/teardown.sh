@@ -94,7 +94,9 @@ if started kvm-file || started qemu-namespaces || started kvm-caps; then
     { grep -lF "<emulator>$EMULATOR</emulator>" "$CAPS_DIR"/*.xml 2>/dev/null || true; } | while read -r f; do rm -f "$f"; done
   fi
   if [ -n "$restart_pid" ]; then
-    LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/libvirtd.log" libvirtd -d || log "WARNING: could not start libvirtd again"
+    # Without our other open files (a lock's fd would be held by the daemon).
+    (for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi; done
+     LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/libvirtd.log" exec libvirtd -d) || log "WARNING: could not start libvirtd again"
     log "started libvirtd again (it was not ours)"
   fi
 fi
