@@ -44,6 +44,10 @@ async function accept(converted: string, name: string, label: string, work: stri
   const copy: TcgCopy = tcgCopy(converted, name, work, RAM_CAP);
   const cmd = acceptanceCommand(renderArgv(copy.file), name, work, copy.tpmVersions);
   const limit = copy.runLimitBytes;
+  if (limit !== undefined && limit < copy.runRamBytes) {
+    const problem = `hard_limit ${mib(copy.hardLimitBytes!)} MiB is below guest RAM ${mib(copy.ramBytes)} MiB: QEMU cannot even hold the RAM`;
+    return { ok: false, line: `qemu-acceptance: ${label}: ${problem} FAIL`, problems: [problem], spareBytes: limit - copy.runRamBytes };
+  }
   const cg = createMemoryCgroup(name, limit);
   let o: QemuOutcome;
   try {
@@ -99,14 +103,29 @@ if (integrationEnabled('qemu-acceptance.test.ts')) {
   }
 
   test(`qemu: every generated domain of the sample (seed ${SEED}) starts and stays up at its hard_limit`, async () => {
-    const conversions = generatedConversions(mkdtempSync(join(work, 'generated-')));
+    const dir = mkdtempSync(join(work, 'generated-'));
+    const conversions = generatedConversions(dir);
     assert.ok(conversions.length >= 20, `only ${conversions.length} generated conversions`);
     const failures: string[] = [];
+    // The generator makes schema-valid domains that libvirt still refuses
+    // (e.g. <maxMemory> without NUMA cells); QEMU cannot be asked about those.
+    // Only inputs whose own TCG copy libvirt renders count; their outputs must render too.
+    const refusedInputs = new Map<string, number>();
+    let accepted = 0;
     let worst: { spare: number; line: string } | undefined;
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < conversions.length) {
         const g = conversions[next++]!;
+        const inputFile = join(dir, `gen-${g.index}-in.xml`);
+        try {
+          renderArgv(tcgCopy(inputFile, `sevx-test-qa-gen-${g.index}-in`, work, RAM_CAP).file);
+        } catch (e) {
+          const reason = (e as Error).message.replace(/^.*?error: /s, '').replace(/'[^']*'/g, "'…'");
+          refusedInputs.set(reason, (refusedInputs.get(reason) ?? 0) + 1);
+          continue;
+        }
+        accepted++;
         let v: Verdict;
         try {
           v = await accept(g.file, `sevx-test-qa-gen-${g.index}`, `generated ${g.index}`, work);
@@ -119,8 +138,13 @@ if (integrationEnabled('qemu-acceptance.test.ts')) {
       }
     };
     await Promise.all(Array.from({ length: PARALLEL }, worker));
-    console.log(`qemu-acceptance: ${conversions.length} generated domains, ${conversions.length - failures.length} up at their hard_limit; least spare: ${worst ? `${mib(worst.spare)} MiB (${worst.line.replace(/^qemu-acceptance: /, '')})` : 'none limited'}`);
-    assert.equal(failures.length, 0, `${failures.length} of ${conversions.length} generated domains failed:\n${failures.join('\n')}`);
+    const refused = [...refusedInputs.values()].reduce((a, b) => a + b, 0);
+    console.log(
+      `qemu-acceptance: ${conversions.length} generated conversions; ${refused} inputs libvirt itself refuses (${[...refusedInputs.entries()].sort((a, b) => b[1] - a[1]).map(([r, n]) => `${n}x ${r}`).join('; ')})`,
+    );
+    assert.ok(accepted >= 20, `only ${accepted} generated inputs are domains libvirt takes`);
+    console.log(`qemu-acceptance: ${accepted} generated domains libvirt takes, ${accepted - failures.length} up at their hard_limit; least spare: ${worst ? `${mib(worst.spare)} MiB (${worst.line.replace(/^qemu-acceptance: /, '')})` : 'none limited'}`);
+    assert.equal(failures.length, 0, `${failures.length} of ${accepted} generated domains failed:\n${failures.join('\n')}`);
   });
 
   test.after(() => {
