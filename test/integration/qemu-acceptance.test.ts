@@ -45,7 +45,11 @@ async function accept(converted: string, name: string, label: string, work: stri
   const cmd = acceptanceCommand(renderArgv(copy.file), name, work, copy.tpmVersions);
   const limit = copy.runLimitBytes;
   if (limit !== undefined && limit < copy.runRamBytes) {
-    const problem = `hard_limit ${mib(copy.hardLimitBytes!)} MiB is below guest RAM ${mib(copy.ramBytes)} MiB: QEMU cannot even hold the RAM`;
+    const hard = copy.hardLimitBytes!;
+    const problem =
+      hard < copy.ramBytes
+        ? `hard_limit ${mib(hard)} MiB is below guest RAM ${mib(copy.ramBytes)} MiB: QEMU cannot even hold the RAM`
+        : `hard_limit ${mib(hard)} MiB leaves ${mib(hard - copy.ramBytes)} MiB over guest RAM ${mib(copy.ramBytes)} MiB, less than the page tables mapping that RAM (1/512: ${mib(copy.ramBytes / 512)} MiB)`;
     return { ok: false, line: `qemu-acceptance: ${label}: ${problem} FAIL`, problems: [problem], spareBytes: limit - copy.runRamBytes };
   }
   const cg = createMemoryCgroup(name, limit);
@@ -109,7 +113,7 @@ if (integrationEnabled('qemu-acceptance.test.ts')) {
     const failures: string[] = [];
     // The generator makes schema-valid domains that libvirt still refuses
     // (e.g. <maxMemory> without NUMA cells); QEMU cannot be asked about those.
-    // Only inputs whose own TCG copy libvirt renders count; their outputs must render too.
+    // An output libvirt refuses is left out when libvirt refuses its input too.
     const refusedInputs = new Map<string, number>();
     let accepted = 0;
     let worst: { spare: number; line: string } | undefined;
@@ -117,22 +121,28 @@ if (integrationEnabled('qemu-acceptance.test.ts')) {
     const worker = async (): Promise<void> => {
       while (next < conversions.length) {
         const g = conversions[next++]!;
-        const inputFile = join(dir, `gen-${g.index}-in.xml`);
-        try {
-          renderArgv(tcgCopy(inputFile, `sevx-test-qa-gen-${g.index}-in`, work, RAM_CAP).file);
-        } catch (e) {
-          const reason = (e as Error).message.replace(/^.*?error: /s, '').replace(/'[^']*'/g, "'…'");
-          refusedInputs.set(reason, (refusedInputs.get(reason) ?? 0) + 1);
-          continue;
-        }
-        accepted++;
         let v: Verdict;
         try {
           v = await accept(g.file, `sevx-test-qa-gen-${g.index}`, `generated ${g.index}`, work);
         } catch (e) {
-          failures.push(`generated ${g.index} (seed ${SEED}, options ${g.options.join(' ') || 'none'}): ${(e as Error).message}`);
+          const message = (e as Error).message;
+          const what = `generated ${g.index} (seed ${SEED}, options ${g.options.join(' ') || 'none'})`;
+          if (!message.startsWith('virsh domxml-to-native')) {
+            failures.push(`${what}: ${message}`);
+            continue;
+          }
+          // libvirt refuses the output: a failure if it takes the input, else the domain was never one libvirt runs.
+          try {
+            renderArgv(tcgCopy(join(dir, `gen-${g.index}-in.xml`), `sevx-test-qa-gen-${g.index}-in`, work, RAM_CAP).file);
+          } catch {
+            const reason = message.replace(/^.*?error: /s, '').replace(/'[^']*'/g, "'…'");
+            refusedInputs.set(reason, (refusedInputs.get(reason) ?? 0) + 1);
+            continue;
+          }
+          failures.push(`${what}: libvirt takes the input but not the converted output: ${message}`);
           continue;
         }
+        accepted++;
         if (!v.ok) failures.push(`${v.line}\n  sample ${g.index} (seed ${SEED}, options ${g.options.join(' ') || 'none'}): ${v.problems.join('; ')}`);
         if (v.spareBytes !== undefined && (!worst || v.spareBytes < worst.spare)) worst = { spare: v.spareBytes, line: v.line };
       }
@@ -140,9 +150,9 @@ if (integrationEnabled('qemu-acceptance.test.ts')) {
     await Promise.all(Array.from({ length: PARALLEL }, worker));
     const refused = [...refusedInputs.values()].reduce((a, b) => a + b, 0);
     console.log(
-      `qemu-acceptance: ${conversions.length} generated conversions; ${refused} inputs libvirt itself refuses (${[...refusedInputs.entries()].sort((a, b) => b[1] - a[1]).map(([r, n]) => `${n}x ${r}`).join('; ')})`,
+      `qemu-acceptance: ${conversions.length} generated conversions; ${refused} left out, libvirt refusing input and output alike (${[...refusedInputs.entries()].sort((a, b) => b[1] - a[1]).map(([r, n]) => `${n}x ${r}`).join('; ')})`,
     );
-    assert.ok(accepted >= 20, `only ${accepted} generated inputs are domains libvirt takes`);
+    assert.ok(accepted >= 20, `only ${accepted} generated domains are ones libvirt takes`);
     console.log(`qemu-acceptance: ${accepted} generated domains libvirt takes, ${accepted - failures.length} up at their hard_limit; least spare: ${worst ? `${mib(worst.spare)} MiB (${worst.line.replace(/^qemu-acceptance: /, '')})` : 'none limited'}`);
     assert.equal(failures.length, 0, `${failures.length} of ${accepted} generated domains failed:\n${failures.join('\n')}`);
   });
