@@ -1,9 +1,13 @@
 // The whole test suite: build, unit and golden tests, then (as root) the
-// integration tests against a real libvirtd. Ends with "N passed, N failed".
+// integration tests against a real libvirtd. Ends with "N passed, N failed" (the
+// line before says how the integration tests had KVM). --unit-only: no CLI or
+// integration tests; --integration-only: build, typecheck and integration only.
 import { spawnSync } from 'node:child_process';
 
 const args = process.argv.slice(2);
 const unitOnly = args.includes('--unit-only');
+// Build, typecheck and the libvirt integration tests only (what test/integration/host/ changes touch).
+const integrationOnly = args.includes('--integration-only');
 let passed = 0;
 let failed = 0;
 let skipped = 0;
@@ -61,7 +65,7 @@ function integration() {
   }
 }
 
-if (!unitOnly && process.getuid?.() === 0) {
+if (!unitOnly && !integrationOnly && process.getuid?.() === 0) {
   const deps = run('bash', ['scripts/test-deps.sh']);
   if (deps.status !== 0) {
     console.error(`test-deps: installing the tests' Debian packages failed (exit ${deps.status})`);
@@ -82,9 +86,9 @@ if (build.status !== 0) {
     console.error('typecheck: tsc -p tsconfig.json failed (above)');
     failed += 1;
   }
-  uvu('test/unit');
+  if (!integrationOnly) uvu('test/unit');
   if (!unitOnly) {
-    uvu('test/cli');
+    if (!integrationOnly) uvu('test/cli');
     integration();
   }
   console.log(`\n${kvmNote}`);
