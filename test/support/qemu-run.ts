@@ -192,6 +192,10 @@ export function tcgCopy(converted: string, name: string, work: string, ramCapByt
     const share = join(work, `${name}.share`);
     mkdirSync(share, { recursive: true });
     ops.push('-u', '/domain/devices/filesystem/source/@dir', '-v', share);
+    if ((devices?.all('filesystem') ?? []).some((f) => f.child('driver')?.attrs['type'] === 'handle')) {
+      ops.push('-u', "/domain/devices/filesystem/driver[@type='handle']/@type", '-v', 'path');
+      notes.push("9p driver handle -> path (QEMU 6.0 removed the handle backend: the input cannot start here either)");
+    }
   }
   for (const [xpath, why] of [
     ['/domain/devices/hostdev', 'host device'],
