@@ -24,7 +24,8 @@ function run(cmd, argv, env = {}) {
 /** Runs uvu over `dir` and adds its totals; a crash before totals counts as one failure. */
 function uvu(dir, env = {}) {
   const r = run(process.execPath, ['--import', 'tsx', 'node_modules/uvu/bin.js', dir, '\\.test\\.ts$'], env);
-  const out = (r.stdout ?? '') + (r.stderr ?? '');
+  // uvu colours its totals; "Skipped:   \x1b[33m6" would not match otherwise.
+  const out = ((r.stdout ?? '') + (r.stderr ?? '')).replace(/\x1b\[[0-9;]*m/g, '');
   const total = /Total:\s+(\d+)/.exec(out);
   const pass = /Passed:\s+(\d+)/.exec(out);
   const skip = /Skipped:\s+(\d+)/.exec(out);

@@ -101,5 +101,10 @@ cleanup() {
   kill -KILL $pids 2>/dev/null || true
 }
 trap cleanup EXIT
+# Other copies of setup.sh/restart.sh on this machine look for "the" system
+# libvirtd by name when they find no pid file, and stop it; they skip session
+# daemons, which carry --timeout. `--timeout 0` (no idle timeout) makes the
+# daemons started in here look like that, so they are left alone.
+export SEVX_DAEMON_ARGS="--timeout 0"
 set +e
 "$@"

@@ -95,7 +95,9 @@ start_daemon() {
   if [ "$name" = libvirtd ] && [ "$LIBVIRTD_CPU" != none ]; then pin=(taskset -c "$LIBVIRTD_CPU"); fi
   # Without the caller's other open files: a daemon that inherits the fd of
   # `flock /tmp/sevx-libvirt.lock` holds the shared lock for as long as it runs.
-  (close_inherited_fds; LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/$name.log" exec "${pin[@]}" "$name" -d)
+  # SEVX_DAEMON_ARGS: extra arguments (private-host.sh passes --timeout 0, see there).
+  # shellcheck disable=SC2086
+  (close_inherited_fds; LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/$name.log" exec "${pin[@]}" "$name" -d ${SEVX_DAEMON_ARGS:-})
   for _ in $(seq 50); do [ -n "$(daemon_pid "$name")" ] && return 0; sleep 0.1; done
   die "$name -d did not leave a running $name (see /var/log/libvirt/$name.log)"
 }
