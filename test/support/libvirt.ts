@@ -3,7 +3,7 @@
 // the QEMU command line libvirt would run.
 import { shellWords } from './shell.js';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XMLParser } from 'fast-xml-parser';
@@ -21,6 +21,25 @@ export function integrationEnabled(file: string): boolean {
   if (process.env['SEV_XFORM_INTEGRATION'] === '1') return true;
   console.log(`integration: ${file} skipped (run via npm test as root, which sets SEV_XFORM_INTEGRATION=1 and starts the test libvirtd)`);
   return false;
+}
+
+/**
+ * Whether guests can run under KVM here: /dev/kvm is the real character
+ * device. Where it is missing, setup.sh puts a plain file there so that libvirt
+ * offers domain type 'kvm' (SEV guests need it); such domains define and
+ * render, but QEMU cannot start them ("failed to initialize kvm").
+ */
+export function kvmRunnable(): boolean {
+  try {
+    return statSync('/dev/kvm').isCharacterDevice();
+  } catch {
+    return false;
+  }
+}
+
+/** The domain type for a guest a test starts: kvm when KVM really runs here, else qemu (TCG). */
+export function runnableVirtType(): 'kvm' | 'qemu' {
+  return kvmRunnable() ? 'kvm' : 'qemu';
 }
 
 export interface Run {

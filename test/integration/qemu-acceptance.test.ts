@@ -1,0 +1,165 @@
+// QEMU acceptance: every golden output libvirt 9.0 takes, and every generated
+// domain of generated.test.ts's sample, converted, must start in QEMU and stay
+// up with its guest RAM resident inside a memory cgroup at the converted
+// hard_limit, as libvirt would run it. There is no SEV (nor maybe KVM) here, so
+// QEMU runs a TCG copy, paused; support/qemu-run.ts lists every change.
+//
+// What "resident" means: SEV pins guest RAM at launch, so QEMU gets
+// -mem-prealloc; SEV also pins every other RAM block (video memory, ROM space)
+// at its full size, which a paused TCG QEMU never touches, so those bytes are
+// added to the measured peak. Pass: QEMU answers QMP query-status after it has
+// allocated everything, it was not OOM-killed, and peak + those blocks fit
+// under the limit.
+//
+// Guest RAM above SEVX_QEMU_RAM_CAP_MIB (default 1024; 0 = no cap) is cut to
+// it and the limit lowered by the same plus the 1/512 of it page tables would
+// take (qemu-run.ts scaledLimit): the headroom for QEMU is what is tested, and
+// preallocating every guest's full RAM would take many minutes here.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { createMemoryCgroup, memoryCgroupVersion } from '../support/cgroup.js';
+import { SEED, generatedConversions } from '../support/generated-sample.js';
+import { integrationEnabled, libvirtCases, requirePrerequisites } from '../support/libvirt.js';
+import { MiB, acceptanceCommand, missingPrograms, renderArgv, runQemu, tcgCopy, type QemuOutcome, type TcgCopy } from '../support/qemu-run.js';
+
+const capMiB = Number(process.env['SEVX_QEMU_RAM_CAP_MIB'] ?? 1024);
+const RAM_CAP = capMiB > 0 ? capMiB * MiB : Number.POSITIVE_INFINITY;
+/** Generated domains run two at a time (2 cores here); goldens one at a time. */
+const PARALLEL = 2;
+
+const mib = (bytes: number): string => (bytes / MiB).toFixed(0);
+
+interface Verdict {
+  ok: boolean;
+  line: string;
+  problems: string[];
+  /** Limit minus what the guest needs (peak + blocks SEV pins), when it has a limit and came up. */
+  spareBytes: number | undefined;
+}
+
+/** Starts the TCG copy of `converted` in its cgroup and judges it. */
+async function accept(converted: string, name: string, label: string, work: string): Promise<Verdict> {
+  const copy: TcgCopy = tcgCopy(converted, name, work, RAM_CAP);
+  const cmd = acceptanceCommand(renderArgv(copy.file), name, work, copy.tpmVersions);
+  const limit = copy.runLimitBytes;
+  if (limit !== undefined && limit < copy.runRamBytes) {
+    const hard = copy.hardLimitBytes!;
+    const problem =
+      hard < copy.ramBytes
+        ? `hard_limit ${mib(hard)} MiB is below guest RAM ${mib(copy.ramBytes)} MiB: QEMU cannot even hold the RAM`
+        : `hard_limit ${mib(hard)} MiB leaves ${mib(hard - copy.ramBytes)} MiB over guest RAM ${mib(copy.ramBytes)} MiB, less than the page tables mapping that RAM (1/512: ${mib(copy.ramBytes / 512)} MiB)`;
+    return { ok: false, line: `qemu-acceptance: ${label}: ${problem} FAIL`, problems: [problem], spareBytes: limit - copy.runRamBytes };
+  }
+  const cg = createMemoryCgroup(name, limit);
+  let o: QemuOutcome;
+  try {
+    o = await runQemu(cmd, cg, { timeoutMs: 60000 + (copy.runRamBytes / (1024 * MiB)) * 10000 });
+  } finally {
+    cg.remove();
+  }
+  const problems: string[] = [];
+  const needed = o.peakBytes + o.unpinnedBlockBytes;
+  if (o.oomKills > 0) problems.push(`OOM-killed in the cgroup at limit ${limit === undefined ? 'none' : mib(limit)} MiB (peak ${mib(o.peakBytes)} MiB)`);
+  if (o.status === undefined || !o.alive) {
+    const how = o.exit ? (o.exit.signal ? `killed by ${o.exit.signal}` : `exited ${o.exit.code}`) : 'did not answer QMP';
+    problems.push(`QEMU ${how} before it was up: ${o.stderr.split('\n').filter((l) => !/warning:/.test(l)).slice(0, 3).join(' | ') || 'no message'}`);
+  }
+  if (limit !== undefined && o.status !== undefined && needed > limit)
+    problems.push(`peak ${mib(o.peakBytes)} MiB + ${mib(o.unpinnedBlockBytes)} MiB of RAM blocks SEV pins = ${mib(needed)} MiB, over the limit ${mib(limit)} MiB`);
+  const scaled = copy.runRamBytes !== copy.ramBytes ? ` [converted: RAM ${mib(copy.ramBytes)} MiB, hard_limit ${copy.hardLimitBytes === undefined ? 'none' : mib(copy.hardLimitBytes)} MiB]` : '';
+  const line =
+    `qemu-acceptance: ${label}: RAM ${mib(copy.runRamBytes)} MiB, peak ${mib(o.peakBytes)} MiB (+${mib(o.peakBytes - copy.runRamBytes)} MiB)` +
+    `, +${mib(o.unpinnedBlockBytes)} MiB blocks SEV pins = +${mib(needed - copy.runRamBytes)} MiB over RAM` +
+    `, limit ${limit === undefined ? 'none' : `${mib(limit)} MiB (headroom ${mib(limit - copy.runRamBytes)})`}${scaled}` +
+    `${o.status ? `, ${o.status} in ${o.startMs} ms` : ''}${problems.length ? ' FAIL' : ''}`;
+  const notes = [...copy.notes, ...cmd.notes];
+  return {
+    ok: problems.length === 0,
+    line,
+    problems: problems.map((p) => `${p}${notes.length ? ` (copy: ${notes.join('; ')})` : ''}`),
+    spareBytes: limit !== undefined && o.status !== undefined ? limit - needed : undefined,
+  };
+}
+
+if (integrationEnabled('qemu-acceptance.test.ts')) {
+  // Disk images go where O_DIRECT works (cache='none' disks need it; /tmp may be tmpfs).
+  const work = mkdtempSync('/var/tmp/sevx-test-qemu-');
+  const started = Date.now();
+
+  test('prerequisites: libvirtd, qemu-img, swtpm, virtiofsd, a memory cgroup controller', () => {
+    requirePrerequisites(['qemu-img', 'swtpm']);
+    assert.equal(missingPrograms(), [], 'programs the QEMU runs need (setup.sh installs them)');
+    console.log(`qemu-acceptance: memory cgroup v${memoryCgroupVersion()}, guest RAM cap ${capMiB > 0 ? `${capMiB} MiB` : 'none'}`);
+  });
+
+  for (const c of libvirtCases()) {
+    if (c.skip !== undefined) {
+      test.skip(`qemu ${c.name} (skip-libvirt.txt: ${c.skip})`, () => {});
+      continue;
+    }
+    test(`qemu ${c.name}: the converted guest starts and stays up at its hard_limit`, async () => {
+      const v = await accept(c.out, `sevx-test-qa-${c.name}`, c.name, work);
+      console.log(v.line);
+      assert.ok(v.ok, `${c.name}: ${v.problems.join('; ')}`);
+    });
+  }
+
+  test(`qemu: every generated domain of the sample (seed ${SEED}) starts and stays up at its hard_limit`, async () => {
+    const dir = mkdtempSync(join(work, 'generated-'));
+    const conversions = generatedConversions(dir);
+    assert.ok(conversions.length >= 20, `only ${conversions.length} generated conversions`);
+    const failures: string[] = [];
+    // The generator makes schema-valid domains that libvirt still refuses
+    // (e.g. <maxMemory> without NUMA cells); QEMU cannot be asked about those.
+    // An output libvirt refuses is left out when libvirt refuses its input too.
+    const refusedInputs = new Map<string, number>();
+    let accepted = 0;
+    let worst: { spare: number; line: string } | undefined;
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < conversions.length) {
+        const g = conversions[next++]!;
+        let v: Verdict;
+        try {
+          v = await accept(g.file, `sevx-test-qa-gen-${g.index}`, `generated ${g.index}`, work);
+        } catch (e) {
+          const message = (e as Error).message;
+          const what = `generated ${g.index} (seed ${SEED}, options ${g.options.join(' ') || 'none'})`;
+          if (!message.startsWith('virsh domxml-to-native')) {
+            failures.push(`${what}: ${message}`);
+            continue;
+          }
+          // libvirt refuses the output: a failure if it takes the input, else the domain was never one libvirt runs.
+          try {
+            renderArgv(tcgCopy(join(dir, `gen-${g.index}-in.xml`), `sevx-test-qa-gen-${g.index}-in`, work, RAM_CAP).file);
+          } catch {
+            const reason = message.replace(/^.*?error: /s, '').replace(/'[^']*'/g, "'…'");
+            refusedInputs.set(reason, (refusedInputs.get(reason) ?? 0) + 1);
+            continue;
+          }
+          failures.push(`${what}: libvirt takes the input but not the converted output: ${message}`);
+          continue;
+        }
+        accepted++;
+        if (!v.ok) failures.push(`${v.line}\n  sample ${g.index} (seed ${SEED}, options ${g.options.join(' ') || 'none'}): ${v.problems.join('; ')}`);
+        if (v.spareBytes !== undefined && (!worst || v.spareBytes < worst.spare)) worst = { spare: v.spareBytes, line: v.line };
+      }
+    };
+    await Promise.all(Array.from({ length: PARALLEL }, worker));
+    const refused = [...refusedInputs.values()].reduce((a, b) => a + b, 0);
+    console.log(
+      `qemu-acceptance: ${conversions.length} generated conversions; ${refused} left out, libvirt refusing input and output alike (${[...refusedInputs.entries()].sort((a, b) => b[1] - a[1]).map(([r, n]) => `${n}x ${r}`).join('; ')})`,
+    );
+    assert.ok(accepted >= 20, `only ${accepted} generated domains are ones libvirt takes`);
+    console.log(`qemu-acceptance: ${accepted} generated domains libvirt takes, ${accepted - failures.length} up at their hard_limit; least spare: ${worst ? `${mib(worst.spare)} MiB (${worst.line.replace(/^qemu-acceptance: /, '')})` : 'none limited'}`);
+    assert.equal(failures.length, 0, `${failures.length} of ${accepted} generated domains failed:\n${failures.join('\n')}`);
+  });
+
+  test.after(() => {
+    rmSync(work, { recursive: true, force: true });
+    console.log(`qemu-acceptance: ${((Date.now() - started) / 1000).toFixed(0)} s in all`);
+  });
+  test.run();
+}
