@@ -49,6 +49,23 @@ test('npm run package is the build followed by scripts/package.mjs', () => {
   assert.match(scripts['package'] ?? '', /scripts\/build\.mjs.*&&.*scripts\/package\.mjs|npm run build.*&&.*scripts\/package\.mjs/);
 });
 
+test('npm ci is quiet: every dependency with an install script is allowed or denied in package.json (npm 11 allowScripts)', () => {
+  const pkgJson = JSON.parse(readFileSync('package.json', 'utf8')) as { allowScripts?: Record<string, boolean> };
+  const lock = JSON.parse(readFileSync('package-lock.json', 'utf8')) as { packages: Record<string, { version?: string; hasInstallScript?: boolean }> };
+  const withScripts = Object.entries(lock.packages)
+    .filter(([, p]) => p.hasInstallScript)
+    .map(([path, p]) => ({ name: path.replace(/^.*node_modules\//, ''), version: p.version ?? '' }));
+  assert.ok(withScripts.length > 0, 'esbuild has a postinstall');
+  const decided = pkgJson.allowScripts ?? {};
+  for (const { name, version } of withScripts) {
+    const entry = Object.keys(decided).find((k) => k === name || k === `${name}@${version}`);
+    assert.ok(entry !== undefined, `${name}@${version}'s install script is neither allowed nor denied in package.json allowScripts`);
+  }
+  // esbuild's postinstall only checks @esbuild/linux-x64 and hard-links its binary over the bin/esbuild
+  // wrapper; scripts/build.mjs uses esbuild's JS API, which finds @esbuild/linux-x64 by itself.
+  assert.is(decided['esbuild'], false);
+});
+
 test('the .deb holds the binary, the hook shim, man page, completion, hook.conf and the state folder', () => {
   if (!HAVE_TOOLS) return;
   const { deb, tree } = pkg();
