@@ -401,7 +401,7 @@ else
 	# `host` exits 1 on a host that cannot run SEV guests yet, having written the cache all the same: look at the file.
 	before=$(cksum "$CACHE" 2>/dev/null || echo none)
 	host_status=0
-	"$BIN" host --write-cache || host_status=$?
+	"$BIN" host --write-cache --state-dir "$STATE" || host_status=$?
 	if [ -f "$CACHE" ] && [ "$(cksum "$CACHE")" != "$before" ]; then
 		record file "$CACHE"
 		say "wrote the host cache $CACHE"
