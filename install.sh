@@ -3,6 +3,8 @@
 # Every file and folder it creates is listed in a manifest, so --uninstall
 # removes exactly those; running it again changes nothing.
 set -eu
+# Paths and manifest entries are data: never expand them as globs.
+set -f
 
 usage() {
 	cat <<'EOF'
