@@ -68,6 +68,13 @@ const ACTIONS: Readonly<Record<string, Action>> = {
  */
 const SEV_MARKERS: readonly string[] = ['urn:sev-xform', '<launchSecurity'];
 
+/** Markup whose content is not markup: comments, CDATA sections, processing instructions (and the XML declaration). */
+const OPAQUE: ReadonlyArray<readonly [string, string]> = [
+  ['<!--', '-->'],
+  ['<![CDATA[', ']]>'],
+  ['<?', '?>'],
+];
+
 /**
  * When the XML cannot be parsed, "is it an SEV domain?" is answered from the
  * text, but only from markup: a namespace declaration whose value is the tag's
@@ -77,13 +84,6 @@ const SEV_MARKERS: readonly string[] = ['urn:sev-xform', '<launchSecurity'];
  * once got an innocent domain refused. Erring towards SEV only refuses a domain
  * whose XML is broken anyway; erring the other way could boot it unencrypted.
  */
-/** Markup whose content is not markup: comments, CDATA sections, processing instructions (and the XML declaration). */
-const OPAQUE: ReadonlyArray<readonly [string, string]> = [
-  ['<!--', '-->'],
-  ['<![CDATA[', ']]>'],
-  ['<?', '?>'],
-];
-
 export function mentionsSev(text: string): boolean {
   let i = 0;
   for (;;) {
