@@ -36,8 +36,12 @@ CAPS_DIR=/var/cache/libvirt/qemu/capabilities
 # What the suites need from the stack: the daemon and QEMU driver, virsh and
 # virt-xml-validate (libvirt-clients), xmllint, OVMF; SPICE/qxl
 # (qemu-system-modules-spice) and virtiofsd, which Debian 13 split out of QEMU;
-# swtpm for TPM 2.0 domains; the secret driver for network disks' auth.
-PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-secret libvirt-clients
+# swtpm for TPM 2.0 domains. Debian 13 split libvirt's drivers out of
+# libvirt-daemon (Debian 12 has them all in it): secret for network disks'
+# auth, storage for virt-install (it looks disk paths up through the pool
+# APIs), network and nodedev as the Debian 12 daemon has them.
+PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-secret
+          libvirt-daemon-driver-storage libvirt-daemon-driver-network libvirt-daemon-driver-nodedev libvirt-clients
           qemu-system-x86 qemu-system-modules-spice virtiofsd ovmf libxml2-utils swtpm swtpm-tools)
 HOST_PACKAGES=(debootstrap xmlstarlet libxml2-utils)
 MARKER=$ROOT/.sev-xform-stack
