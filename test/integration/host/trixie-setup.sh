@@ -43,7 +43,8 @@ CAPS_DIR=/var/cache/libvirt/qemu/capabilities
 PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-secret
           libvirt-daemon-driver-storage libvirt-daemon-driver-network libvirt-daemon-driver-nodedev libvirt-clients
           qemu-system-x86 qemu-system-modules-spice virtiofsd ovmf libxml2-utils swtpm swtpm-tools)
-HOST_PACKAGES=(debootstrap xmlstarlet libxml2-utils)
+# the host side: the chroot builder, and the clients the tests run against the stack
+HOST_PACKAGES=(debootstrap xmlstarlet libxml2-utils libvirt-clients virtinst)
 MARKER=$ROOT/.sev-xform-stack
 
 t0=$EPOCHREALTIME
