@@ -178,6 +178,7 @@ export const applyCommand: CommandSpec = {
         firmwareDirs: firmwareDirsFrom(io, args['firmware-dirs']),
         // domcapabilities must come from the libvirt that will define the domain.
         run: (cmd, argv) => (cmd === 'virsh' ? virsh(io, connect, argv) : io.run(cmd, argv)),
+        hostRoot: args['host-root'] as string | undefined,
       }),
       all: args['all'] === true,
       dryRun: args['dry-run'] === true,

@@ -16,8 +16,11 @@ export function renderHostReport(r: HostReport): string {
   lines.push(`traits   ${r.traits.length > 0 ? r.traits.join(' ') : 'none'}`);
   const missing = r.checks.filter((c) => c.blocks === 'sev').length;
   if (!r.sev) lines.push(`verdict  SEV guests cannot run here (${missing} missing)`);
-  else if (!r.sevEs) lines.push('verdict  SEV guests can run here; SEV-ES guests cannot (see the warn lines)');
-  else lines.push('verdict  SEV and SEV-ES guests can run here');
+  else {
+    // SEV-SNP is named only when it can run: SEV does not need it (its checks are 'info').
+    const can = r.sevSnp ? (r.sevEs ? 'SEV, SEV-ES and SEV-SNP' : 'SEV and SEV-SNP') : r.sevEs ? 'SEV and SEV-ES' : 'SEV';
+    lines.push(`verdict  ${can} guests can run here${r.sevEs ? '' : '; SEV-ES guests cannot (see the warn lines)'}`);
+  }
   return lines.join('\n') + '\n';
 }
 

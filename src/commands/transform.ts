@@ -6,7 +6,7 @@ import { FailureError, renderFailure } from '../failure.js';
 import { transformDomain } from '../transform.js';
 import { hostFacts } from '../host/facts.js';
 import { defaultFirmwareDirs } from '../host/firmware.js';
-import type { HostFacts, MemoryPinning, TransformOptions } from '../rules/types.js';
+import { SEV_MODELS, type HostFacts, type MemoryPinning, type SevModel, type TransformOptions } from '../rules/types.js';
 import type { Io } from '../io.js';
 import { readInput } from './input.js';
 import type { CommandSpec } from './types.js';
@@ -33,7 +33,16 @@ const HOST_FLAGS: Record<string, Flag> = {
 
 /** The options that shape a conversion, shared by the filter and `apply`. */
 const CONVERSION_FLAGS: Record<string, Flag> = {
-  policy: { type: 'string', describe: 'SEV policy in hex, e.g. 0x0033 (SEV) or 0x0037 (SEV-ES)' },
+  model: {
+    type: 'string',
+    choices: SEV_MODELS,
+    describe: "sev, sev-es or sev-snp (overrides the tag's model; SEV-SNP is never chosen unless asked for)",
+  },
+  policy: { type: 'string', describe: 'SEV policy in hex, e.g. 0x0033 (SEV) or 0x0037 (SEV-ES); with --model sev-snp a 64-bit SEV-SNP policy, e.g. 0x30000' },
+  'host-root': {
+    type: 'string',
+    describe: "read the kvm_amd parameters under DIR/sys (default: this host's /sys, unless --domcaps describes the host)",
+  },
   'memory-pinning': {
     type: 'string',
     choices: ['hard-limit', 'locked'],
@@ -42,7 +51,7 @@ const CONVERSION_FLAGS: Record<string, Flag> = {
   firmware: {
     type: 'string',
     default: 'auto',
-    describe: "'auto' (<os firmware='efi'>, libvirt picks an amd-sev firmware) or the path of an OVMF code file",
+    describe: "'auto' (<os firmware='efi'>, libvirt picks an amd-sev or amd-sev-snp firmware) or the path of an OVMF code file (for SEV-SNP: a stateless AmdSev build)",
   },
   all: { type: 'boolean', default: false, describe: 'convert untagged domains too' },
 };
@@ -107,6 +116,7 @@ export function transformOptionsFrom(args: Record<string, unknown>): TransformOp
   return {
     policy: args['policy'] as string | undefined,
     memoryPinning: args['memory-pinning'] as MemoryPinning | undefined,
+    model: args['model'] as SevModel | undefined,
     firmware,
   };
 }
@@ -154,6 +164,7 @@ export const transformCommand: CommandSpec = {
       domcaps: args['domcaps'] as string | undefined,
       firmwareDirs: firmwareDirsFrom(io, args['firmware-dirs']),
       run: io.run,
+      hostRoot: args['host-root'] as string | undefined,
     });
     if (files.length <= 1 && outputDir === undefined) {
       await convertOne(io, args, files[0], options, host, (text) => io.stdout(text));

@@ -28,6 +28,11 @@ export const MEMORY_BACKING_ORDER = [
 
 export const LAUNCH_SECURITY_ORDER = ['cbitpos', 'reducedPhysBits', 'policy', 'dhCert', 'session'] as const;
 
+/** Children of <launchSecurity type='sev-snp'>, as libvirt prints them. */
+export const LAUNCH_SECURITY_SNP_ORDER = [
+  'cbitpos', 'reducedPhysBits', 'policy', 'guestVisibleWorkarounds', 'idBlock', 'idAuth', 'hostData',
+] as const;
+
 export const DEVICES_ORDER = [
   'emulator', 'disk', 'controller', 'lease', 'filesystem', 'interface', 'smartcard', 'serial', 'parallel',
   'console', 'channel', 'input', 'tpm', 'graphics', 'sound', 'audio', 'video', 'hostdev', 'redirdev',

@@ -13,6 +13,7 @@ import { VIRSH_DOMCAPS, type CommandResult, type RunCommand } from './facts.js';
 
 export const TRAIT_SEV = 'HW_CPU_X86_AMD_SEV';
 export const TRAIT_SEV_ES = 'HW_CPU_X86_AMD_SEV_ES';
+export const TRAIT_SEV_SNP = 'HW_CPU_X86_AMD_SEV_SNP';
 
 type Version = readonly [number, number, number];
 /** Kernel 4.16 added SEV to KVM; QEMU 2.12 the sev-guest object; libvirt 4.5 launchSecurity. */
@@ -21,6 +22,10 @@ const QEMU_MIN: Version = [2, 12, 0];
 /** QEMU 6.0 is the first release that launches SEV-ES guests. */
 const QEMU_ES_MIN: Version = [6, 0, 0];
 const LIBVIRT_MIN: Version = [4, 5, 0];
+/** SEV-SNP: KVM support merged in Linux 6.11, QEMU's sev-snp-guest in 9.1, libvirt's type='sev-snp' in 10.5. */
+const KERNEL_SNP_MIN: Version = [6, 11, 0];
+const QEMU_SNP_MIN: Version = [9, 1, 0];
+const LIBVIRT_SNP_MIN: Version = [10, 5, 0];
 
 const KERNEL_CMDLINE_FIX = 'add `kvm_amd.sev=1 mem_encrypt=on` to the kernel command line and reboot';
 
@@ -33,8 +38,8 @@ export interface HostCheck {
   title: string;
   detail: string;
   fix?: string;
-  /** What this result rules out: SEV guests (and so SEV-ES too), SEV-ES guests only, or nothing. */
-  blocks?: 'sev' | 'sev-es';
+  /** What this result rules out: SEV guests (and so SEV-ES and SEV-SNP too), SEV-ES guests only, SEV-SNP guests only, or nothing. */
+  blocks?: 'sev' | 'sev-es' | 'sev-snp';
 }
 
 export interface HostReport {
@@ -45,9 +50,11 @@ export interface HostReport {
   sev: boolean;
   /** SEV-ES guests can run as well. */
   sevEs: boolean;
+  /** SEV-SNP guests can run as well (SEV-SNP checks are 'info' when not: SEV does not need them). */
+  sevSnp: boolean;
   traits: string[];
   versions: { kernel: string | null; qemu: string | null; libvirt: string | null };
-  domcaps: { source: string; sev: SevCaps | null; error: string | null };
+  domcaps: { source: string; sev: SevCaps | null; launchSecurityTypes: string[] | null; error: string | null };
   /** domcapabilities text verbatim, when it could be read (the cache stores it). */
   domcapsXml: string | null;
   /** Folders searched for firmware descriptors (under root), and the descriptors in effect. */
@@ -213,14 +220,23 @@ function kvmParamCheck(root: string, name: 'sev' | 'sev_es' | 'sev_snp', moduleL
       fix: 'add `kvm_amd.sev_es=1` to the kernel command line (kernel >= 5.11) and leave SEV-ES ASIDs in the firmware setup',
       blocks: 'sev-es',
     };
-  // SEV-SNP guests are not what sev-xform makes: reported for the operator, never required.
-  return { id, title, status: 'info', detail: `${detail}; SEV-SNP is not needed for SEV or SEV-ES guests` };
+  // SEV and SEV-ES do not need it: its absence is information, not a warning.
+  return {
+    id,
+    title,
+    status: 'info',
+    detail: `${detail}; needed for SEV-SNP guests only`,
+    fix: 'for SEV-SNP: enable SEV-SNP (and SMEE, SNP memory coverage) in the firmware (BIOS) setup and boot a kernel >= 6.11 with `kvm_amd.sev_snp=1`',
+    blocks: 'sev-snp',
+  };
 }
 
 interface DomcapsRead {
   source: string;
   xml: string | null;
   sev: SevCaps | null;
+  /** null: not read, or no <launchSecurity> (libvirt < 10.5). */
+  launchSecurityTypes: string[] | null;
   error: string | null;
 }
 
@@ -232,18 +248,19 @@ function readDomcaps(opts: DetectOptions): DomcapsRead {
     try {
       xml = readFileSync(opts.domcapsFile, 'utf8');
     } catch (e: unknown) {
-      return { source, xml: null, sev: null, error: `cannot read ${source} (${(e as NodeJS.ErrnoException).code ?? String(e)})` };
+      return { source, xml: null, sev: null, launchSecurityTypes: null, error: `cannot read ${source} (${(e as NodeJS.ErrnoException).code ?? String(e)})` };
     }
   } else {
     source = `virsh ${VIRSH_DOMCAPS.join(' ')}`;
     const r = opts.run('virsh', VIRSH_DOMCAPS);
-    if (r.error || r.status !== 0) return { source, xml: null, sev: null, error: commandFailure(source, r) };
+    if (r.error || r.status !== 0) return { source, xml: null, sev: null, launchSecurityTypes: null, error: commandFailure(source, r) };
     xml = r.stdout;
   }
   try {
-    return { source, xml, sev: parseDomainCaps(xml, source).sev, error: null };
+    const caps = parseDomainCaps(xml, source);
+    return { source, xml, sev: caps.sev, launchSecurityTypes: caps.launchSecurityTypes ?? null, error: null };
   } catch (e: unknown) {
-    if (e instanceof FailureError) return { source, xml, sev: null, error: failureText(e.failure) };
+    if (e instanceof FailureError) return { source, xml, sev: null, launchSecurityTypes: null, error: failureText(e.failure) };
     throw e;
   }
 }
@@ -350,6 +367,68 @@ function firmwareCheck(root: string, feature: string, found: FirmwareDescriptor[
       };
 }
 
+/** Kernel, QEMU and libvirt against SEV-SNP's minimums, in one line: SEV does not need them. */
+function snpVersionsCheck(kernel: string | undefined, qemu: string | undefined, libvirt: string | undefined): HostCheck {
+  const id = 'snp-versions';
+  const title = 'SEV-SNP versions (kernel >= 6.11, QEMU >= 9.1, libvirt >= 10.5)';
+  const parts: string[] = [];
+  const short: string[] = [];
+  for (const [name, text, min] of [
+    ['kernel', kernel, KERNEL_SNP_MIN],
+    ['QEMU', qemu, QEMU_SNP_MIN],
+    ['libvirt', libvirt, LIBVIRT_SNP_MIN],
+  ] as const) {
+    const v = text === undefined ? undefined : parseVersion(text);
+    if (!v) {
+      parts.push(`${name} unknown`);
+      short.push(name);
+    } else if (!atLeast(v, min)) {
+      parts.push(`${name} ${text} < ${show(min)}`);
+      short.push(`${name} >= ${show(min)}`);
+    } else parts.push(`${name} ${text}`);
+  }
+  if (short.length === 0) return { id, title, status: 'ok', detail: parts.join(', ') };
+  return { id, title, status: 'info', detail: `${parts.join(', ')}; needed for SEV-SNP guests only`, fix: `for SEV-SNP: ${short.join(', ')} (Debian 13 ships libvirt 11.3 and QEMU 10.0)`, blocks: 'sev-snp' };
+}
+
+function snpFirmwareCheck(root: string, found: FirmwareDescriptor[], all: number, dirs: readonly string[]): HostCheck {
+  const id = 'firmware-amd-sev-snp';
+  const title = 'OVMF firmware descriptor with amd-sev-snp';
+  if (found.length > 0) return { id, title, status: 'ok', detail: found.map((d) => hostPath(root, d.file)).join(', ') };
+  return {
+    id,
+    title,
+    status: 'info',
+    detail: `none of the ${all} descriptor(s) in ${dirs.map((d) => hostPath(root, d)).join(', ')} lists amd-sev-snp (Debian ships none); needed for SEV-SNP guests only`,
+    fix: "for SEV-SNP: build OVMF's AmdSev variant (edk2 OvmfPkg/AmdSev/AmdSevX64.dsc, a stateless OVMF.amdsev.fd) and add a descriptor listing amd-sev-snp in /etc/qemu/firmware, or convert with --firmware PATH",
+    blocks: 'sev-snp',
+  };
+}
+
+/** libvirt >= 10.5 lists what it can launch under <launchSecurity><enum name='sectype'>; sev-snp needs QEMU >= 9.1 too. */
+function domcapsSnpCheck(d: DomcapsRead): HostCheck {
+  const id = 'domcaps-sev-snp';
+  const title = 'libvirt domcapabilities SEV-SNP';
+  const fix = 'for SEV-SNP: libvirt >= 10.5 and QEMU >= 9.1 (restart libvirtd after upgrading so that it probes QEMU again)';
+  if (!d.sev) return { id, title, status: 'info', detail: `unknown: ${d.error ?? 'not read'}`, fix, blocks: 'sev-snp' };
+  const types = d.launchSecurityTypes;
+  if (types === null) return { id, title, status: 'info', detail: `no <launchSecurity> element (from ${d.source}): libvirt older than 10.5`, fix, blocks: 'sev-snp' };
+  if (!types.includes('sev-snp'))
+    return { id, title, status: 'info', detail: `<launchSecurity> lists ${types.length > 0 ? types.join(', ') : "nothing (supported='no')"}, not sev-snp (from ${d.source})`, fix, blocks: 'sev-snp' };
+  // SEV-SNP guests take their ASIDs from the SEV-ES range.
+  const es = d.sev.maxESGuests;
+  if (es === 0)
+    return {
+      id,
+      title,
+      status: 'info',
+      detail: 'sev-snp listed, but <maxESGuests> is 0: SEV-SNP guests take their slots from the SEV-ES range, so none can start',
+      fix: 'for SEV-SNP: raise the SEV-ES ASID Space Limit in the firmware (BIOS) setup',
+      blocks: 'sev-snp',
+    };
+  return { id, title, status: 'ok', detail: `sev-snp listed${es === undefined ? '' : `; ${es} slot(s) in the SEV-ES range, shared with SEV-ES guests`}` };
+}
+
 export function detectHost(opts: DetectOptions): HostReport {
   const root = resolve(opts.root ?? '/');
   const checks: HostCheck[] = [];
@@ -392,6 +471,13 @@ export function detectHost(opts: DetectOptions): HostReport {
         amd ? 'enable SEV-ES in the firmware (BIOS) setup (EPYC Rome or later) and boot a kernel >= 5.11' : 'run SEV-ES guests on an AMD EPYC Rome or later host',
         'sev-es',
       ),
+      // Only SEV-SNP needs it, so its absence is 'info', not a warning.
+      flagCheck(
+        'sev_snp',
+        'info',
+        amd ? 'for SEV-SNP: an EPYC Milan or later, with SEV-SNP enabled in the firmware (BIOS) setup' : 'run SEV-SNP guests on an AMD EPYC Milan or later host',
+        'sev-snp',
+      ),
     );
   }
 
@@ -401,7 +487,18 @@ export function detectHost(opts: DetectOptions): HostReport {
   } catch {
     kvmAmdLoaded = false;
   }
-  checks.push(kvmParamCheck(root, 'sev', kvmAmdLoaded), kvmParamCheck(root, 'sev_es', kvmAmdLoaded), kvmParamCheck(root, 'sev_snp', kvmAmdLoaded));
+  const snpParam = kvmParamCheck(root, 'sev_snp', kvmAmdLoaded);
+  checks.push(kvmParamCheck(root, 'sev', kvmAmdLoaded), kvmParamCheck(root, 'sev_es', kvmAmdLoaded), snpParam);
+  // AMD's fix for CVE-2025-48514 has the firmware refuse SEV-ES guests once SEV-SNP is initialised.
+  if (snpParam.status === 'ok')
+    checks.push({
+      id: 'sev-es-on-snp-host',
+      title: 'SEV-ES beside SEV-SNP',
+      status: 'warn',
+      detail: 'kvm_amd sev_snp is on: AMD firmware with the CVE-2025-48514 fix disables SEV-ES while SEV-SNP is enabled, so SEV-ES guests cannot start',
+      fix: "run those guests as SEV-SNP (tag model='sev-snp') or SEV, or boot with `kvm_amd.sev_snp=0` to run SEV-ES instead of SEV-SNP",
+      blocks: 'sev-es',
+    });
   checks.push(devSevCheck(root));
 
   const osrelease = readUnder(root, '/proc/sys/kernel/osrelease');
@@ -427,28 +524,33 @@ export function detectHost(opts: DetectOptions): HostReport {
   }
   if (!libvirt.version) libvirt = { why: whys.join('; ') };
   checks.push(versionCheck('libvirt', 'libvirt', libvirt, LIBVIRT_MIN, 'install libvirt >= 4.5'));
+  checks.push(snpVersionsCheck(kernel.version, qemu.version, libvirt.version));
 
   const firmwareDirs = opts.firmwareDirs ? [...opts.firmwareDirs] : defaultFirmwareDirs(opts.home).map((d) => join(root, d));
   const firmware = loadFirmwareDescriptors(firmwareDirs);
   checks.push(firmwareCheck(root, 'amd-sev', sevFirmware(firmware, ['amd-sev']), firmware.length, firmwareDirs, false));
   checks.push(firmwareCheck(root, 'amd-sev-es', sevFirmware(firmware, ['amd-sev', 'amd-sev-es']), firmware.length, firmwareDirs, true));
+  checks.push(snpFirmwareCheck(root, sevFirmware(firmware, ['amd-sev-snp']), firmware.length, firmwareDirs));
 
   const domcaps = readDomcaps(opts);
   checks.push(...domcapsChecks(domcaps));
+  checks.push(domcapsSnpCheck(domcaps));
 
   const meminfo = readUnder(root, '/proc/meminfo');
   const memMatch = 'text' in meminfo ? /^MemTotal:\s+(\d+) kB$/m.exec(meminfo.text) : null;
 
   const sev = !checks.some((c) => c.blocks === 'sev');
   const sevEs = sev && !checks.some((c) => c.blocks === 'sev-es');
+  const sevSnp = sev && !checks.some((c) => c.blocks === 'sev-snp');
   return {
     root,
     checks,
     sev,
     sevEs,
-    traits: [...(sev ? [TRAIT_SEV] : []), ...(sevEs ? [TRAIT_SEV_ES] : [])],
+    sevSnp,
+    traits: [...(sev ? [TRAIT_SEV] : []), ...(sevEs ? [TRAIT_SEV_ES] : []), ...(sevSnp ? [TRAIT_SEV_SNP] : [])],
     versions: { kernel: kernel.version ?? null, qemu: qemu.version ?? null, libvirt: libvirt.version ?? null },
-    domcaps: { source: domcaps.source, sev: domcaps.sev, error: domcaps.error },
+    domcaps: { source: domcaps.source, sev: domcaps.sev, launchSecurityTypes: domcaps.launchSecurityTypes, error: domcaps.error },
     domcapsXml: domcaps.xml,
     firmwareDirs,
     firmware,

@@ -19,6 +19,13 @@ export interface DomainCaps {
   arch?: string;
   machine?: string;
   sev: SevCaps;
+  /**
+   * The `type` values of <launchSecurity> this libvirt and QEMU can launch
+   * (`<launchSecurity supported='yes'><enum name='sectype'>`), e.g. sev and
+   * sev-snp; undefined when domcapabilities have no <launchSecurity> element,
+   * which libvirt added in 10.5, the release that also added SEV-SNP.
+   */
+  launchSecurityTypes?: string[];
 }
 
 function num(v: unknown, what: string, source: string): number | undefined {
@@ -40,7 +47,16 @@ export function parseDomainCaps(xml: string, source: string): DomainCaps {
   const sev = caps.first('features')?.first('sev');
   if (!sev) fail({ kind: 'host', message: `${source}: no <features><sev> element: libvirt is older than 4.5 or not the QEMU driver` });
   const child = (name: string): string | undefined => sev.first(name)?.text();
+  // libvirt prints it last inside <features>; accept it beside <features> too.
+  const ls = caps.first('features')?.first('launchSecurity') ?? caps.first('launchSecurity');
+  const sectype = ls?.elements('enum').find((e) => e.attr('name') === 'sectype');
+  const launchSecurityTypes = !ls
+    ? undefined
+    : ls.attr('supported') !== 'yes'
+      ? []
+      : (sectype?.elements('value') ?? []).map((v) => v.text().trim());
   return {
+    launchSecurityTypes,
     arch: caps.first('arch')?.text().trim(),
     machine: caps.first('machine')?.text().trim(),
     sev: {

@@ -2,6 +2,7 @@
 // descriptors from disk, each read at most once and only when a rule asks.
 
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fail } from '../failure.js';
 import { parseDomainCaps, type DomainCaps } from './domcaps.js';
 import { loadFirmwareDescriptors, type FirmwareDescriptor } from './firmware.js';
@@ -37,8 +38,36 @@ export function domcapsFromVirsh(run: RunCommand): DomainCaps {
   return parseDomainCaps(r.stdout, cmd);
 }
 
-export function hostFacts(opts: { domcaps?: string; firmwareDirs: readonly string[]; run: RunCommand }): HostFacts {
+export const VIRSH_VERSION = ['version', '--daemon'] as const;
+
+/** The daemon's version from `virsh version --daemon` ("Running against daemon: 11.3.0"), else the library's. */
+export function libvirtVersionFromVirsh(run: RunCommand): string | undefined {
+  const r = run('virsh', VIRSH_VERSION);
+  if (r.error || r.status !== 0) return undefined;
+  return (/Running against daemon: (\d+\.\d+\.\d+)/.exec(r.stdout) ?? /Using library: libvirt (\d+\.\d+\.\d+)/.exec(r.stdout))?.[1];
+}
+
+/** kvm_amd's sev_snp parameter under `root`: true when on (`Y` or `1`), false when off or absent (no SNP in this kernel, or kvm_amd not loaded). */
+export function kvmSnpEnabled(root: string): boolean {
+  try {
+    return /^(1|Y|y)$/.test(readFileSync(join(root, 'sys/module/kvm_amd/parameters/sev_snp'), 'utf8').trim());
+  } catch {
+    return false;
+  }
+}
+
+export interface HostFactsOptions {
+  domcaps?: string;
+  firmwareDirs: readonly string[];
+  run: RunCommand;
+  /** Where /sys is read for the kvm_amd parameters (`--host-root`); default '/' unless a --domcaps file describes the host. */
+  hostRoot?: string;
+}
+
+export function hostFacts(opts: HostFactsOptions): HostFacts {
   let caps: DomainCaps | undefined;
+  let version: { value: string | undefined } | undefined;
+  let snp: boolean | undefined;
   let firmware: FirmwareDescriptor[] | undefined;
   const broken: string[] = [];
   return {
@@ -56,6 +85,18 @@ export function hostFacts(opts: { domcaps?: string; firmwareDirs: readonly strin
     brokenFirmware() {
       this.firmware();
       return broken;
+    },
+    libvirtVersion() {
+      // A --domcaps file may describe another host: then this host's libvirt says nothing about it.
+      if (opts.domcaps) return undefined;
+      version ??= { value: libvirtVersionFromVirsh(opts.run) };
+      return version.value;
+    },
+    snpActive() {
+      // As for the version: with a --domcaps file, this host's /sys is only read when --host-root says where.
+      if (opts.domcaps && opts.hostRoot === undefined) return undefined;
+      snp ??= kvmSnpEnabled(opts.hostRoot ?? '/');
+      return snp;
     },
   };
 }

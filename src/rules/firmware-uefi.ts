@@ -1,6 +1,7 @@
 import { createElement, ensureChild, insertOrdered, removeElement } from '../xml/edit.js';
 import { DOMAIN_ORDER, FEATURES_ORDER, OS_ORDER } from '../domain/libvirt-order.js';
-import { isUefiLoader } from '../domain/firmware.js';
+import { isStatelessLoader, isUefiLoader } from '../domain/firmware.js';
+import { refuse } from '../failure.js';
 import type { Rule, RuleContext } from './types.js';
 import type { XmlElement } from '../xml/xmlapi.js';
 
@@ -48,12 +49,95 @@ function ensureAcpi(ctx: RuleContext): void {
   ctx.change('added <features><acpi/>: libvirt boots UEFI guests only with ACPI');
 }
 
+const SNP_WHY = 'SEV-SNP measures the whole firmware at launch, so it boots only a stateless one (no NVRAM)';
+
+function dropNvram(ctx: RuleContext, os: XmlElement): void {
+  const nvram = os.first('nvram');
+  if (!nvram) return;
+  removeElement(nvram);
+  ctx.change(`removed <nvram>: ${SNP_WHY}`);
+}
+
+/** Secure Boot lives in the UEFI variable store, which the stateless AmdSev build has none of. */
+function refuseSecureBoot(os: XmlElement): void {
+  for (const f of os.first('firmware')?.elements('feature') ?? []) {
+    const name = f.attr('name');
+    if (f.attr('enabled') === 'yes' && (name === 'secure-boot' || name === 'enrolled-keys'))
+      refuse(f.path(), `${name} is enabled, but the stateless AmdSev firmware SEV-SNP boots has no UEFI variable store and no Secure Boot (its measured launch takes that place); disable it or ask for model 'sev'`);
+  }
+}
+
+/** `--firmware PATH` for SEV-SNP: the AmdSev build is loaded whole as a ROM (`-bios`), with no NVRAM. */
+function snpExplicitLoader(ctx: RuleContext, os: XmlElement, path: string): void {
+  const loader = os.first('loader');
+  const wasUefi = os.attr('firmware') === 'efi' || isUefiLoader(loader);
+  if (os.attr('firmware') !== undefined) {
+    os.removeAttr('firmware');
+    ctx.change('removed <os firmware>: --firmware gives the loader explicitly');
+  }
+  const features = os.first('firmware');
+  if (features) {
+    removeElement(features);
+    ctx.change('removed <os><firmware>: its features only steer auto-selection, which --firmware replaces');
+  }
+  if (!loader) {
+    insertOrdered(os, createElement('loader', [['type', 'rom'], ['stateless', 'yes']], path), OS_ORDER);
+    ctx.change(`added <loader type='rom' stateless='yes'>${path}</loader>: ${SNP_WHY}`);
+  } else {
+    let changed = loader.setText(path);
+    for (const attr of ['readonly', 'secure']) changed = loader.removeAttr(attr) || changed;
+    changed = loader.setAttr('type', 'rom') || changed;
+    changed = loader.setAttr('stateless', 'yes') || changed;
+    if (changed) ctx.change(`<loader> set to the stateless ROM ${path}: ${SNP_WHY}`);
+  }
+  dropNvram(ctx, os);
+  if (!wasUefi) ctx.warn(BIOS_WARNING);
+}
+
+/**
+ * SEV-SNP with auto-selection: `<os firmware='efi'>` and `<loader stateless='yes'/>`,
+ * so that libvirt picks a descriptor listing amd-sev-snp. A loader libvirt
+ * filled in under firmware='efi' (a pflash OVMF with NVRAM) is dropped so it
+ * picks again; a pflash loader chosen by hand is the operator's to replace.
+ */
+function snpAutoFirmware(ctx: RuleContext, os: XmlElement): void {
+  const loader = os.first('loader');
+  const path = loader?.text().trim() ?? '';
+  const efi = os.attr('firmware') === 'efi';
+  const wasUefi = efi || isUefiLoader(loader);
+  refuseSecureBoot(os);
+  if (!efi && path !== '') {
+    if (isStatelessLoader(loader)) return;
+    if (isUefiLoader(loader))
+      refuse(loader!.path(), `${path} is a ${loader!.attr('type') ?? 'pflash'} firmware chosen by hand, and ${SNP_WHY}: pass --firmware PATH of OVMF's AmdSev build, or remove <loader> and <nvram> to let libvirt pick one listing amd-sev-snp`);
+  }
+  if (loader && !(efi && isStatelessLoader(loader))) {
+    removeElement(loader);
+    ctx.change(`removed <loader>${path}</loader>: ${SNP_WHY}; libvirt picks one listing amd-sev-snp`);
+  }
+  dropNvram(ctx, os);
+  if (!efi) {
+    os.setAttr('firmware', 'efi');
+    ctx.change("set <os firmware='efi'>: SEV-SNP only works with OVMF; libvirt picks a firmware that lists 'amd-sev-snp'");
+  }
+  if (!os.first('loader')) {
+    insertOrdered(os, createElement('loader', [['stateless', 'yes']]), OS_ORDER);
+    ctx.change(`added <loader stateless='yes'/>: ${SNP_WHY}`);
+  }
+  if (!wasUefi) ctx.warn(BIOS_WARNING);
+}
+
 export const firmwareUefi: Rule = {
   name: 'firmware-uefi',
-  description: 'boots the guest with UEFI (OVMF), the only firmware that can launch an SEV guest',
+  description: 'boots the guest with UEFI (OVMF), the only firmware that can launch an SEV guest (for SEV-SNP a stateless one)',
   apply(ctx) {
     const os = ctx.domain.first('os')!;
     ensureAcpi(ctx);
+    // launch-security ran first: its type says which model this domain became.
+    if (ctx.domain.first('launchSecurity')?.attr('type') === 'sev-snp') {
+      if (ctx.options.firmware !== 'auto') return snpExplicitLoader(ctx, os, ctx.options.firmware);
+      return snpAutoFirmware(ctx, os);
+    }
     if (ctx.options.firmware !== 'auto') return explicitLoader(ctx, os, ctx.options.firmware);
     const loader = os.first('loader');
     if (os.attr('firmware') === 'efi' || isUefiLoader(loader)) return;

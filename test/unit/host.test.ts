@@ -52,6 +52,8 @@ const expected: Record<string, { code: number; traits: string[]; missing: string
     warn: ['kvm-amd-sev-es', 'firmware-amd-sev-es', 'domcaps-max-es-guests'],
   },
   'sev-es-host': { code: 0, traits: ['HW_CPU_X86_AMD_SEV', 'HW_CPU_X86_AMD_SEV_ES'], missing: [], warn: [] },
+  // SEV-SNP on: AMD firmware then turns SEV-ES off (CVE-2025-48514), so SEV-ES is withheld.
+  'snp-host': { code: 0, traits: ['HW_CPU_X86_AMD_SEV', 'HW_CPU_X86_AMD_SEV_SNP'], missing: [], warn: ['sev-es-on-snp-host'] },
   'broken-host': {
     code: 1,
     traits: [],
@@ -117,6 +119,28 @@ test('sev-host: SEV slots and firmware are reported, SEV-ES is withheld for each
   for (const id of ['kvm-amd-sev-es', 'firmware-amd-sev-es', 'domcaps-max-es-guests']) assert.is(byId.get(id)!.blocks, 'sev-es');
 });
 
+test('snp-host: every SEV-SNP check passes and the trait is reported; sev-es-host: each SEV-SNP lack is info, not a warning', async () => {
+  const snp = join(ROOTS, 'snp-host');
+  const { report } = await hostJson(snp, fakeRun(snp).run);
+  const byId = new Map(report.checks.map((c) => [c.id, c]));
+  for (const id of ['cpu-flag-sev-snp', 'kvm-amd-sev-snp', 'snp-versions', 'firmware-amd-sev-snp', 'domcaps-sev-snp']) assert.is(byId.get(id)?.status, 'ok', id);
+  assert.is(report['sevSnp'], true);
+  assert.is(report.sevEs, false);
+  assert.match(byId.get('sev-es-on-snp-host')!.detail, /CVE-2025-48514/);
+
+  const es = join(ROOTS, 'sev-es-host');
+  const r = await hostJson(es, fakeRun(es).run);
+  const esById = new Map(r.report.checks.map((c) => [c.id, c]));
+  assert.is(r.report['sevSnp'], false);
+  for (const id of ['cpu-flag-sev-snp', 'kvm-amd-sev-snp', 'snp-versions', 'firmware-amd-sev-snp', 'domcaps-sev-snp']) {
+    assert.is(esById.get(id)?.status, 'info', id);
+    assert.is(esById.get(id)?.blocks, 'sev-snp', id);
+    assert.ok(esById.get(id)?.fix, id);
+  }
+  assert.match(esById.get('snp-versions')!.detail, /QEMU 7\.2\.15 < 9\.1, libvirt 9\.0\.0 < 10\.5/);
+  assert.match(esById.get('domcaps-sev-snp')!.detail, /no <launchSecurity> element/);
+});
+
 test('--json shape', async () => {
   const root = join(ROOTS, 'sev-es-host');
   const { report, stdout } = await hostJson(root, fakeRun(root).run);
@@ -131,6 +155,7 @@ test('--json shape', async () => {
     'root',
     'sev',
     'sevEs',
+    'sevSnp',
     'traits',
     'versions',
   ]);
@@ -138,6 +163,7 @@ test('--json shape', async () => {
   assert.equal(report['domcaps'], {
     source: DOMCAPS_CMD,
     sev: { supported: true, cbitpos: 51, reducedPhysBits: 1, maxGuests: 494, maxESGuests: 15 },
+    launchSecurityTypes: null,
     error: null,
   });
   assert.is(report['memTotalKiB'], 527958016);
