@@ -108,6 +108,8 @@ export function libvirtCases(): LibvirtCase[] {
     .map((name) => {
       const dir = join(FIXTURES, name);
       const minFile = join(dir, 'min-libvirt.txt');
+      // The per-stack min-libvirt.txt replaced it: a leftover would silently run a case the old way.
+      if (existsSync(join(dir, 'skip-libvirt.txt'))) throw new Error(`${dir}/skip-libvirt.txt: write min-libvirt.txt instead (first line: the oldest libvirt version that takes the case, then why)`);
       const c: LibvirtCase = { name, dir, out: join(dir, 'out.xml') };
       if (existsSync(minFile)) {
         const [first = '', ...rest] = readFileSync(minFile, 'utf8').trim().split('\n');
@@ -377,22 +379,58 @@ export function parseQemuArgv(text: string): QemuCommand {
 // ---------------------------------------------------------------- what a rendered SEV guest must show
 
 export interface SevExpectation {
+  /** launchSecurity type: QEMU gets an sev-guest object for 'sev', an sev-snp-guest for 'sev-snp'. */
+  type: 'sev' | 'sev-snp';
+  /** The QEMU object's qom-type. */
+  qomType: 'sev-guest' | 'sev-snp-guest';
   cbitpos: number;
   reducedPhysBits: number;
-  policy: number;
+  /** The policy as QEMU gets it (decimal); 64 bits for SNP, so kept as a bigint. */
+  policy: bigint;
+  /** Other properties the object must carry exactly (kernel hashes, SNP's key and blob options), from launchSecurity. */
+  props: Props;
 }
 
-/** The values QEMU must get: from launchSecurity, cbitpos/reducedPhysBits falling back to the host's (as libvirt does). */
+const SEV_TYPES = { sev: 'sev-guest', 'sev-snp': 'sev-snp-guest' } as const;
+const SEV_QOM_TYPES = new Set<unknown>(Object.values(SEV_TYPES));
+
+/**
+ * The values QEMU must get: from launchSecurity, cbitpos/reducedPhysBits
+ * falling back to the host's (as libvirt does). For SNP also the options
+ * libvirt passes through: authorKey -> author-key-enabled, vcek='no' ->
+ * vcek-disabled, and the base64 blobs (libvirt's qemuBuildSEVSNPCommandLine).
+ */
 export function sevExpectation(domain: El, domcaps: El): SevExpectation | undefined {
   const ls = domain.child('launchSecurity');
   if (!ls) return undefined;
+  const type = ls.attrs['type'];
+  if (type !== 'sev' && type !== 'sev-snp') throw new Error(`launchSecurity type ${JSON.stringify(type)} is neither sev nor sev-snp`);
   const sev = domcaps.child('features')?.child('sev');
   const num = (s: string | undefined): number => (s === undefined ? NaN : Number(s.trim()));
-  const policy = ls.child('policy')?.text.trim() ?? '';
+  const policy = ls.child('policy')?.text.trim();
+  const yesNo = (attr: string): boolean | undefined => (ls.attrs[attr] === undefined ? undefined : ls.attrs[attr] === 'yes');
+  const props: Props = {};
+  const kernelHashes = yesNo('kernelHashes');
+  if (kernelHashes !== undefined) props['kernel-hashes'] = kernelHashes;
+  if (type === 'sev-snp') {
+    const authorKey = yesNo('authorKey');
+    if (authorKey !== undefined) props['author-key-enabled'] = authorKey;
+    const vcek = yesNo('vcek');
+    if (vcek !== undefined) props['vcek-disabled'] = !vcek;
+    const blobs = { guestVisibleWorkarounds: 'guest-visible-workarounds', idBlock: 'id-block', idAuth: 'id-auth', hostData: 'host-data' };
+    for (const [element, prop] of Object.entries(blobs)) {
+      const text = ls.child(element)?.text.trim();
+      if (text !== undefined) props[prop] = text;
+    }
+  }
   return {
+    type,
+    qomType: SEV_TYPES[type],
     cbitpos: num(ls.child('cbitpos')?.text ?? sev?.child('cbitpos')?.text),
     reducedPhysBits: num(ls.child('reducedPhysBits')?.text ?? sev?.child('reducedPhysBits')?.text),
-    policy: Number.parseInt(policy.replace(/^0x/i, ''), 16),
+    // libvirt's default when <policy> is absent: 0x30000 for SNP (bit 17 set), 0x07 for SEV.
+    policy: policy === undefined ? (type === 'sev-snp' ? 0x30000n : 0x07n) : BigInt(policy.startsWith('0x') || policy.startsWith('0X') ? policy : `0x${policy}`),
+    props,
   };
 }
 
@@ -442,21 +480,37 @@ function hasHardDisk(domain: El): boolean {
  */
 export function renderProblems(domain: El, defined: El, cmd: QemuCommand, sev: SevExpectation | undefined): string[] {
   const problems: string[] = [];
-  const sevObjects = cmd.objects.filter((o) => o['qom-type'] === 'sev-guest');
+  const sevObjects = cmd.objects.filter((o) => SEV_QOM_TYPES.has(o['qom-type']));
   const cgs = cmd.machine['confidential-guest-support'];
   if (!sev) {
-    if (sevObjects.length > 0 || cgs !== undefined) problems.push(`an sev-guest object or confidential-guest-support in a domain that is not SEV (machine ${JSON.stringify(cmd.machine)})`);
+    if (sevObjects.length > 0 || cgs !== undefined) problems.push(`an sev-guest/sev-snp-guest object or confidential-guest-support in a domain that is not SEV (machine ${JSON.stringify(cmd.machine)})`);
     return problems;
   }
-  if (sevObjects.length !== 1) problems.push(`expected one sev-guest object, found ${sevObjects.length}`);
-  const obj = sevObjects[0];
+  const wrongType = sevObjects.filter((o) => o['qom-type'] !== sev.qomType);
+  if (wrongType.length > 0) problems.push(`launchSecurity type='${sev.type}' rendered as ${wrongType.map((o) => String(o['qom-type'])).join(', ')}, not ${sev.qomType}`);
+  const objects = sevObjects.filter((o) => o['qom-type'] === sev.qomType);
+  if (objects.length !== 1) problems.push(`expected one ${sev.qomType} object, found ${objects.length}`);
+  const obj = objects[0];
   if (obj) {
-    const want: Props = { id: 'lsec0', cbitpos: sev.cbitpos, 'reduced-phys-bits': sev.reducedPhysBits, policy: sev.policy };
+    const want: Props = { id: 'lsec0', cbitpos: sev.cbitpos, 'reduced-phys-bits': sev.reducedPhysBits, ...sev.props };
     for (const [k, v] of Object.entries(want))
-      if (String(obj[k]) !== String(v)) problems.push(`sev-guest ${k} is ${JSON.stringify(obj[k])}, launchSecurity says ${JSON.stringify(v)}`);
+      if (String(obj[k]) !== String(v)) problems.push(`${sev.qomType} ${k} is ${JSON.stringify(obj[k])}, launchSecurity says ${JSON.stringify(v)}`);
+    // QEMU's policy is a plain JSON number; SNP's is 64 bits wide, so compare the digits.
+    if (String(obj['policy']) !== sev.policy.toString()) problems.push(`${sev.qomType} policy is ${JSON.stringify(obj['policy'])}, launchSecurity says ${sev.policy} (0x${sev.policy.toString(16)})`);
+    const known = new Set(['qom-type', 'id', 'cbitpos', 'reduced-phys-bits', 'policy', ...Object.keys(sev.props)]);
+    const extra = Object.keys(obj).filter((k) => !known.has(k) && !['dh-cert-file', 'session-file'].includes(k));
+    if (extra.length > 0) problems.push(`${sev.qomType} carries ${extra.join(', ')}, which launchSecurity does not ask for`);
   }
   if (cgs !== 'lsec0') problems.push(`-machine confidential-guest-support is ${JSON.stringify(cgs)}, expected "lsec0"`);
   if (!String(cmd.machine['type'] ?? '').includes('q35')) problems.push(`machine type ${JSON.stringify(cmd.machine['type'])} is not q35`);
+  if (sev.type === 'sev-snp') {
+    // SNP launches measure the firmware image, and there is no place for a
+    // writable UEFI variable store in it: a stateless ROM (-bios) or a lone
+    // read-only pflash0, never pflash1.
+    const bios = cmd.words.indexOf('-bios');
+    if (cmd.machine['pflash1'] !== undefined) problems.push(`an SEV-SNP guest got a writable NVRAM (pflash1=${String(cmd.machine['pflash1'])}); its firmware must be stateless`);
+    if (bios < 0 && cmd.machine['pflash0'] === undefined) problems.push('an SEV-SNP guest got no firmware (-bios or pflash0)');
+  }
 
   for (const d of cmd.devices.filter(isVirtioDevice))
     if (d['iommu_platform'] !== true && d['iommu_platform'] !== 'on') problems.push(`${driverOf(d)} (id ${String(d['id'])}) has no iommu_platform=true`);
@@ -515,7 +569,7 @@ export function defineAndRender(file: string, name: string, domain: El, stack: S
 
 /** A short summary of a QEMU command line for failure messages: machine, SEV object and devices. */
 export function describeCommand(cmd: QemuCommand): string {
-  const sev = cmd.objects.filter((o) => o['qom-type'] === 'sev-guest').map((o) => JSON.stringify(o));
+  const sev = cmd.objects.filter((o) => SEV_QOM_TYPES.has(o['qom-type'])).map((o) => JSON.stringify(o));
   const devices = cmd.devices.map((d) => `${driverOf(d)}#${String(d['id'] ?? '?')}${d['iommu_platform'] === true ? '+iommu' : ''}${d['bus'] ? `@${String(d['bus'])}` : ''}${d['bootindex'] !== undefined ? ` boot${String(d['bootindex'])}` : ''}`);
-  return `machine: ${JSON.stringify(cmd.machine)}\nsev-guest: ${sev.join(' ') || 'none'}\ndevices: ${devices.join(', ')}`;
+  return `machine: ${JSON.stringify(cmd.machine)}\nsev-guest/sev-snp-guest: ${sev.join(' ') || 'none'}\ndevices: ${devices.join(', ')}`;
 }
