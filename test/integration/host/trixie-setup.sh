@@ -321,14 +321,19 @@ patch_caps() {
   [ "$FAKE_KVM" = 1 ] || return 0
   # Without a working /dev/kvm QEMU was probed with TCG only: claim KVM with
   # the TCG data (running-converted-guests.md), so kvm-typed domains define.
-  local kv sig
+  # With KVM usable libvirt also checks the kernel, the CPU signature and the
+  # microcode version ("microcode version changed (16777317 vs 0)" otherwise).
+  local kv sig microcode
   kv="$(uname -r) $(uname -v)"; sig=$(host_cpu_signature)
+  microcode=$(awk -F': *' '/^microcode/ {print $2; exit}' /proc/cpuinfo)
+  microcode=$(( ${microcode:-0} ))
   xmlstarlet ed -L \
     -d "/qemuCaps/flag[@name='kvm']" -d "/qemuCaps/*[@type='kvm']" \
-    -d /qemuCaps/kernelVersion -d /qemuCaps/hostCPUSignature \
+    -d /qemuCaps/kernelVersion -d /qemuCaps/hostCPUSignature -d /qemuCaps/microcodeVersion \
     -s /qemuCaps -t elem -n flag -i '$prev' -t attr -n name -v kvm \
     -s /qemuCaps -t elem -n kernelVersion -v "$kv" \
     -s /qemuCaps -t elem -n hostCPUSignature -v "$sig" \
+    -s /qemuCaps -t elem -n microcodeVersion -v "$microcode" \
     "$f"
   # duplicate every top-level element typed tcg as kvm (children included)
   local tmp; tmp=$(mktemp)
