@@ -298,7 +298,11 @@ test('tag attributes with invalid values', async () => {
     [`policy=""`, /refused: domain\/metadata\/sev:sev policy: policy '' is not a hexadecimal number/],
     [`policy="0x123456789"`, /not a hexadecimal number/],
     [`policy="0x0433"`, /reserved bits/],
-    [`model="tdx"`, /refused: domain\/metadata\/sev:sev: model 'tdx' is not 'sev' or 'sev-es'/],
+    [`model="tdx"`, /refused: domain\/metadata\/sev:sev: model 'tdx' is not 'sev', 'sev-es' or 'sev-snp'/],
+    [`snp-policy="0x10000"`, /refused: domain\/metadata\/sev:sev snp-policy: SEV-SNP policy 0x00010000 leaves bit 17/],
+    [`snp-policy="0x30000" model="sev"`, /snp-policy asks for SEV-SNP, which conflicts with model 'sev'/],
+    [`snp-policy="0x30000" policy="0x30000"`, /has both policy and snp-policy/],
+    [`model="sev-snp" policy="0xffffffffffffffffff"`, /not a hexadecimal number of at most 64 bits/],
     [`model="sev" policy="0x0037"`, /model 'sev' conflicts with policy 0x0037/],
   ];
   for (const [attrs, says] of cases) await bothWays('tag.xml', withTag(attrs), says, false);
