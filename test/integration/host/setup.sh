@@ -83,8 +83,7 @@ fi
 # --- 4. daemons -----------------------------------------------------------
 # pid of the running system daemon NAME: from /run/NAME.pid, else a root process
 # of that exact name. Session daemons of other users (autostarted by their
-# virsh as `libvirtd --timeout=120`) are not ours and are never counted, nor is
-# the libvirtd of a chroot (the Debian 13 test stack).
+# virsh as `libvirtd --timeout=120`) are not ours and are never counted.
 daemon_pid() {
   local name=$1 pid="" f
   if [ -r "/run/$name.pid" ]; then
@@ -97,8 +96,6 @@ daemon_pid() {
     [ "$(cat "$f" 2>/dev/null)" = "$name" ] || continue
     pid=${f#/proc/}; pid=${pid%/comm}
     [ "$(awk '/^Uid:/ {print $2}' "/proc/$pid/status" 2>/dev/null)" = 0 ] || continue
-    # a libvirtd in a chroot (trixie-setup.sh's Debian 13 stack) is not the system daemon
-    [ "$(readlink "/proc/$pid/root" 2>/dev/null)" = / ] || continue
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- '--timeout' && continue
     echo "$pid"; return 0
   done

@@ -246,6 +246,9 @@ start_daemons() {
     mount -t proc proc "$root/proc"
     mount --bind /sys "$root/sys"; mount -o remount,bind,ro "$root/sys"
     ip link set lo up 2>/dev/null || true
+    # The daemons must not inherit the caller'"'"'s other open files: under
+    # `flock /tmp/sevx-libvirt.lock` they would hold the shared lock as long as they run.
+    for fd in /proc/$$/fd/*; do fd=${fd##*/}; if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi; done
     LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/virtlogd.log" chroot "$root" virtlogd -d
     LIBVIRT_LOG_OUTPUTS="${SEVX_TRIXIE_LOG_OUTPUTS:-3:file:/var/log/libvirt/libvirtd.log}" \
       LIBVIRT_LOG_FILTERS="${SEVX_TRIXIE_LOG_FILTERS:-}" chroot "$root" libvirtd -d
