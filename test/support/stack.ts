@@ -57,6 +57,16 @@ export interface Stack {
   libvirtAtLeast(version: string): boolean;
   /** `[debian13] title`: every test says which stack it ran on. */
   label(title: string): string;
+  /**
+   * Runs a program of the stack as its libvirtd sees the system (debian13: in
+   * the daemon's mount namespace and root, so paths are the chroot's and /proc,
+   * /sys, /dev are there).
+   */
+  run(cmd: string, args: readonly string[], opts?: { input?: string; env?: Record<string, string> }): Run;
+  /** Restarts the stack's libvirtd (e.g. so that it finds a new hook), keeping the SEV emulation. */
+  restart(): Run;
+  /** Environment for install.sh to install into this stack (DESTDIR for a chroot). */
+  installEnv: Record<string, string>;
 }
 
 const TRIXIE_ROOT = process.env['SEVX_TRIXIE_ROOT'] ?? '/var/cache/sev-xform-test/trixie';
@@ -77,7 +87,14 @@ export function compareVersions(a: string, b: string): number {
   return 0;
 }
 
-function makeStack(name: StackName, uri: string, root: string, validate: (file: string) => Run): Stack {
+interface StackParts {
+  validate: (file: string) => Run;
+  run: (cmd: string, args: readonly string[], opts?: { input?: string; env?: Record<string, string> }) => Run;
+  restart: () => Run;
+  installEnv: Record<string, string>;
+}
+
+function makeStack(name: StackName, uri: string, root: string, parts: StackParts): Stack {
   const hostPath = (path: string): string => (root === '/' ? path : join(root, path));
   let versions: Versions | undefined;
   const stack: Stack = {
@@ -87,7 +104,10 @@ function makeStack(name: StackName, uri: string, root: string, validate: (file: 
     hostPath,
     firmwareDirs: [hostPath('/usr/share/qemu/firmware'), hostPath('/etc/qemu/firmware')],
     firmwareOverlayDir: hostPath('/etc/qemu/firmware'),
-    validateSchema: validate,
+    validateSchema: parts.validate,
+    run: parts.run,
+    restart: parts.restart,
+    installEnv: parts.installEnv,
     virsh: (args, input) => run('virsh', ['-c', uri, ...args], input === undefined ? {} : { input }),
     versions: () => {
       if (versions) return versions;
@@ -107,7 +127,19 @@ function makeStack(name: StackName, uri: string, root: string, validate: (file: 
 }
 
 /** The machine's own libvirtd (setup.sh). */
-export const DEBIAN12: Stack = makeStack('debian12', 'qemu:///system', '/', (file) => run('virt-xml-validate', [file, 'domain']));
+export const DEBIAN12: Stack = makeStack('debian12', 'qemu:///system', '/', {
+  validate: (file) => run('virt-xml-validate', [file, 'domain']),
+  run,
+  restart: () => run('bash', ['test/integration/host/restart.sh']),
+  installEnv: {},
+});
+
+/** The pid of the Debian 13 stack's libvirtd (trixie-setup.sh records it). */
+function trixieDaemonPid(): string {
+  const file = join(TRIXIE_STATE, 'libvirtd.pid');
+  if (!existsSync(file)) throw new Error(`${file} is missing: the debian13 stack is not up (run test/integration/host/trixie-setup.sh)`);
+  return readFileSync(file, 'utf8').trim();
+}
 
 /**
  * The Debian 13 chroot (trixie-setup.sh). virsh is the host's client on the
@@ -115,15 +147,20 @@ export const DEBIAN12: Stack = makeStack('debian12', 'qemu:///system', '/', (fil
  * their XML. The schema is the chroot's own, checked by the chroot's
  * virt-xml-validate and xmllint on a copy of the file in the chroot's /tmp.
  */
-export const DEBIAN13: Stack = makeStack('debian13', `qemu+unix:///system?socket=${TRIXIE_STATE}/libvirt-sock`, TRIXIE_ROOT, (file) => {
-  const dir = mkdtempSync(join(TRIXIE_ROOT, 'tmp', 'sevx-test-validate-'));
-  try {
-    const inside = join(dir, basename(file));
-    writeFileSync(inside, readFileSync(file));
-    return run('chroot', [TRIXIE_ROOT, 'virt-xml-validate', inside.slice(TRIXIE_ROOT.length), 'domain']);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+export const DEBIAN13: Stack = makeStack('debian13', `qemu+unix:///system?socket=${TRIXIE_STATE}/libvirt-sock`, TRIXIE_ROOT, {
+  validate: (file) => {
+    const dir = mkdtempSync(join(TRIXIE_ROOT, 'tmp', 'sevx-test-validate-'));
+    try {
+      const inside = join(dir, basename(file));
+      writeFileSync(inside, readFileSync(file));
+      return run('chroot', [TRIXIE_ROOT, 'virt-xml-validate', inside.slice(TRIXIE_ROOT.length), 'domain']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  run: (cmd, args, opts) => run('nsenter', ['-t', trixieDaemonPid(), '-m', '-r', '-w', '--', cmd, ...args], opts),
+  restart: () => run('bash', ['test/integration/host/trixie-setup.sh'], { env: { SEVX_TRIXIE_RESTART: '1' } }),
+  installEnv: { DESTDIR: TRIXIE_ROOT },
 });
 
 export function stackNamed(name: string): Stack {

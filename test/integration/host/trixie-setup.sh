@@ -173,13 +173,15 @@ if ! chroot_complete; then
 fi
 
 # --- 3. configuration inside the chroot ---------------------------------------
-# No systemd and no libvirt-qemu user in the chroot: QEMU runs as root. With a
-# plain-file /dev/kvm, QEMU's private /dev cannot bind-mount it, so domains get
-# no mount namespace then.
+# No systemd and no libvirt-qemu user in the chroot: QEMU runs as root. No
+# per-domain mount namespace: the stack's own /dev is already private, and
+# QEMU's copy of it lacked /dev/kvm here ("Could not access KVM kernel module");
+# a plain-file /dev/kvm could not be bind-mounted into it anyway.
 conf=$ROOT/etc/libvirt/qemu.conf
 mkdir -p "$(dirname "$conf")" "$ROOT/var/log/libvirt" "$ROOT/var/lib/libvirt/qemu/nvram" "$ROOT$CAPS_DIR" "$ROOT/etc/qemu/firmware"
-want_conf=$(printf 'user = "root"\ngroup = "root"\n'; [ "$FAKE_KVM" = 1 ] && printf 'namespaces = []\n'; true)
-[ "$(cat "$conf" 2>/dev/null)" = "$want_conf" ] || printf '%s\n' "$want_conf" >"$conf"
+want_conf=$(printf 'user = "root"\ngroup = "root"\nnamespaces = []\n')
+conf_changed=0
+if [ "$(cat "$conf" 2>/dev/null)" != "$want_conf" ]; then printf '%s\n' "$want_conf" >"$conf"; conf_changed=1; fi
 
 # --- 4. daemons ----------------------------------------------------------------
 mkdir -p "$STATE_DIR"
@@ -220,6 +222,10 @@ start_daemons() {
   rm -f "$STATE_DIR/libvirtd.pid" "$STATE_DIR/virtlogd.pid"
   "${pin[@]}" unshare --mount --propagation private --net -- bash -euo pipefail -c '
     root=$1 state=$2 fake_kvm=$3
+    # The chroot'"'"'s / must be a mount point: libvirt gives each QEMU a private
+    # /dev by first making / a slave mount, which fails on a plain folder
+    # ("Failed disable mount propagation out of the root filesystem").
+    mount --bind "$root" "$root"
     mount -t tmpfs -o mode=755,nosuid run "$root/run"
     mkdir -p "$root/run/lock" "$root/run/libvirt"
     mount -t tmpfs -o mode=755,nosuid,size=64m dev "$root/dev"
@@ -263,17 +269,15 @@ start_daemons() {
   wait_virsh
 }
 
-restart_libvirtd() {
-  # virtlogd and libvirtd share the namespace: restart both, so that no
-  # namespace is left behind holding the old mounts.
+# SEVX_TRIXIE_RESTART=1: restart running daemons, e.g. so that libvirtd finds a
+# hook installed into the chroot (libvirt looks for hooks only when it starts).
+if { ((conf_changed)) || [ "${SEVX_TRIXIE_RESTART:-0}" = 1 ]; } && [ -n "$(daemon_pid libvirtd)" ]; then
+  log "restarting the $SUITE daemons$( ((conf_changed)) && echo " to pick up $conf")"
   stop_daemon libvirtd; stop_daemon virtlogd
-  start_daemons
-}
-
-started=0
+fi
 if [ -z "$(daemon_pid libvirtd)" ]; then
   stop_daemon virtlogd
-  start_daemons; started=1
+  start_daemons
   log "started the $SUITE libvirtd ($(daemon_pid libvirtd))"
 else
   ln -sfn "/proc/$(daemon_pid libvirtd)/root/run/libvirt/libvirt-sock" "$SOCK"
