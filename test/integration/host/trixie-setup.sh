@@ -256,8 +256,11 @@ start_daemons() {
     # `flock /tmp/sevx-libvirt.lock` they would hold the shared lock as long as they run.
     for fd in /proc/$$/fd/*; do fd=${fd##*/}; if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi; done
     LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/virtlogd.log" chroot "$root" virtlogd -d
+    # --timeout 0 (never exit when idle, as without it) marks it as not the
+    # system daemon for setup.sh versions that look for a root libvirtd without
+    # --timeout in /proc and would otherwise stop this one (seen here).
     LIBVIRT_LOG_OUTPUTS="${SEVX_TRIXIE_LOG_OUTPUTS:-3:file:/var/log/libvirt/libvirtd.log}" \
-      LIBVIRT_LOG_FILTERS="${SEVX_TRIXIE_LOG_FILTERS:-}" chroot "$root" libvirtd -d
+      LIBVIRT_LOG_FILTERS="${SEVX_TRIXIE_LOG_FILTERS:-}" chroot "$root" libvirtd -d --timeout 0
     for _ in $(seq 100); do
       [ -s "$root/run/libvirtd.pid" ] && [ -s "$root/run/virtlogd.pid" ] && break; sleep 0.1
     done
