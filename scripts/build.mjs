@@ -104,7 +104,7 @@ writeInSmallChunks(partial, `${partial}.final`);
 rmSync(partial);
 // V8 falls back to compiling from source when it rejects a code cache, which works but starts slower:
 // the build fails instead.
-const trace = spawnSync(`${partial}.final`, ['hook', 'build-check', 'started', 'begin', '-'], {
+const trace = spawnSync(`${partial}.final`, ['hook', 'build-check', 'reconnect', 'begin', '-'], {
   encoding: 'utf8',
   input: '',
   env: { ...builderEnv, SEV_XFORM_TRACE_CODE_CACHE: '1' },

@@ -1,7 +1,7 @@
 // The only file that touches `process`: wires stdin/stdout/stderr, the
 // environment and child processes into the CLI, and sets the exit code.
 
-import { readSync, writeSync } from 'node:fs';
+import { existsSync, readSync, writeSync } from 'node:fs';
 import { main } from './cli.js';
 import { readFileBounded, readStreamBounded } from './read-bounded.js';
 import { MAX_INPUT_BYTES } from './xml/read.js';
@@ -59,6 +59,43 @@ function writeAll(fd: number, text: string): void {
   }
 }
 
+/** The rest of stdin after readStdin's cap, 1 MiB at a time into one reused buffer (see Io.readStdinRest). */
+async function* readStdinRest(): AsyncIterable<Uint8Array> {
+  const buffer = Buffer.allocUnsafe(1024 * 1024);
+  for (;;) {
+    let n: number;
+    try {
+      n = readSync(0, buffer, 0, buffer.length, null);
+    } catch (e: unknown) {
+      if (errnoOf(e) !== 'EAGAIN') throw e;
+      for await (const chunk of process.stdin) yield chunk as Buffer;
+      return;
+    }
+    if (n === 0) return;
+    yield buffer.subarray(0, n);
+  }
+}
+
+/**
+ * Node has no flock(2): util-linux's flock(1) locks the descriptor it inherits as fd 3, which is
+ * this process's open file, so the lock outlives the child and ends when this process closes the
+ * file or dies. Absolute paths: the hook's PATH is whatever libvirtd's is.
+ */
+function lockExclusive(fd: number, waitSeconds: number): string | undefined {
+  const { spawnSync } = process.getBuiltinModule('node:child_process');
+  const flock = ['/usr/bin/flock', '/bin/flock'].find((p) => existsSync(p));
+  if (flock === undefined) return 'flock(1) from util-linux is not installed (/usr/bin/flock)';
+  const r = spawnSync(flock, ['--exclusive', '--wait', String(waitSeconds), '--conflict-exit-code', '75', '3'], {
+    stdio: ['ignore', 'ignore', 'pipe', fd],
+    encoding: 'utf8',
+    env: { PATH: '/usr/bin:/bin', LC_ALL: 'C' },
+  });
+  if (r.error) return `${flock}: ${r.error.message}`;
+  if (r.status === 75) return `another prepare held it for ${waitSeconds} s`;
+  if (r.status !== 0) return `${flock} exited ${r.status ?? r.signal}: ${(r.stderr ?? '').trim().split('\n')[0] ?? ''}`;
+  return undefined;
+}
+
 function processIo(): Io {
   return {
     readStdin,
@@ -66,6 +103,8 @@ function processIo(): Io {
     stdout: (text) => writeAll(1, text),
     stderr: (text) => writeAll(2, text),
     env: process.env,
+    readStdinRest,
+    lockExclusive,
     run: (cmd, args) => {
       // Loaded on first use: only virsh needs it, and every hook call would pay for loading it.
       const { spawnSync } = process.getBuiltinModule('node:child_process');

@@ -11,13 +11,14 @@ import type { Io } from './io.js';
 export type { Io };
 
 /**
- * libvirt's own call, `hook DOMAIN OPERATION SUB-OPERATION EXTRA` without options, as runHook's
- * arguments; undefined for anything else (--help, options, other counts), which yargs handles.
+ * libvirt's own call, `hook DOMAIN OPERATION SUB-OPERATION EXTRA`: exactly four arguments after
+ * `hook`, always taken verbatim as runHook's arguments, whatever they look like. libvirt accepts
+ * almost any domain name (`--help`, `--domain=x`, `-`, ''), so they are data and never options:
+ * a name parsed as an option once printed help and let a tagged domain start. Any other count
+ * (`hook --help`, a person's `hook VM prepare`) goes to yargs.
  */
 export function libvirtHookArgs(argv: readonly string[]): string[] | undefined {
-  if (argv[0] !== 'hook' || argv.length < 3 || argv.length > 5) return undefined;
-  const args = argv.slice(1);
-  return args.every((a) => a === '-' || !a.startsWith('-')) ? args : undefined;
+  return argv[0] === 'hook' && argv.length === 5 ? argv.slice(1) : undefined;
 }
 
 /** Runs the command line and returns the exit code; every failure is one stderr line. */

@@ -8,4 +8,16 @@ export interface Io {
   stderr(text: string): void;
   env: Readonly<Record<string, string | undefined>>;
   run: RunCommand;
+  /**
+   * The rest of stdin after readStdin stopped at its cap, in chunks (each valid until the next is
+   * asked for), so that a marker past the limit is still seen in bounded memory. Without it, the
+   * hook treats an over-limit input as SEV.
+   */
+  readStdinRest?(): AsyncIterable<Uint8Array>;
+  /**
+   * flock(2)s the open file `fd` exclusively, waiting at most `waitSeconds`; the lock stays with
+   * this process's descriptor. Returns an error message, or undefined when locked. Without it, an
+   * SEV prepare is refused.
+   */
+  lockExclusive?(fd: number, waitSeconds: number): string | undefined;
 }

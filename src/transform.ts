@@ -5,6 +5,7 @@ import { XmlInputError } from './xml/errors.js';
 import type { XmlDocument } from './xml/xmlapi.js';
 import { fail } from './failure.js';
 import { findTag } from './domain/tag.js';
+import { refuseQemuPassthrough } from './domain/qemu-passthrough.js';
 import { PRESET } from './rules/index.js';
 import type { HostFacts, Rule, TransformOptions } from './rules/types.js';
 
@@ -60,8 +61,10 @@ export function transformDocument(
   opts: TransformRun = {},
 ): TransformResult {
   const domain = doc.root;
+  // Refuses near-miss tags (another element in the namespace, an unknown attribute) rather than ignoring them.
   const tag = findTag(domain);
   if (!tag && !opts.all) return { output: input, converted: false, changes: [], warnings: [] };
+  refuseQemuPassthrough(domain);
   const changes: Change[] = [];
   const warnings: string[] = [];
   for (const rule of opts.rules ?? PRESET) {

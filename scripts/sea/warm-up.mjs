@@ -24,6 +24,8 @@ function sampleIo(stdin, env) {
     stderr: (text) => void (out.stderr += text),
     env,
     run: () => ({ status: null, stdout: '', stderr: '', error: 'no commands run while the snapshot is built' }),
+    // One sample at a time: the prepare lock has nothing to wait for.
+    lockExclusive: () => undefined,
   };
   return { io, out };
 }
@@ -56,7 +58,7 @@ export async function warmUp() {
         memTotalKiB: 64 * 1024 * 1024,
       }),
     );
-    const env = { HOME: dir, SEV_XFORM_STATE_DIR: stateDir, SEV_XFORM_RUN_DIR: runDir, SEV_XFORM_HOOK_CONF: join(dir, 'hook.conf') };
+    const env = { HOME: dir, SEV_XFORM_STATE_DIR: stateDir, SEV_XFORM_RUN_DIR: runDir, SEV_XFORM_HOOK_CONF: join(dir, 'hook.conf'), SEV_XFORM_LOCK_DIR: join(dir, 'lock') };
     const converted = await sample('the filter', ['--domcaps', DOMCAPS, '--firmware-dirs', FIRMWARE], domain, env);
     await sample('hook prepare (converted domain)', ['hook', 'web01', 'prepare', 'begin', '-'], converted, env);
     await sample('hook prepare (untagged domain)', ['hook', 'web01', 'prepare', 'begin', '-'], domain.replace(TAG, ''), env);

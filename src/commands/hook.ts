@@ -20,7 +20,12 @@ export const hookCommand: CommandSpec = {
           '/run/libvirt/qemu), settings from $SEV_XFORM_HOOK_CONF (default /etc/sev-xform/hook.conf,',
           `\`key = value\` lines; reserve_mib = MiB of host memory SEV guests may not pin, default ${DEFAULT_RESERVE_MIB}).`,
           'A domain with neither the sev-xform tag nor <launchSecurity> is never blocked by a',
-          'missing or broken file; an SEV domain is refused, naming the file.',
+          'missing or broken file; an SEV domain is refused, naming the file. Concurrent prepares',
+          'are serialised by a lock in $SEV_XFORM_LOCK_DIR (default /run/sev-xform), which also',
+          'holds the reservations that started, stopped and release drop.',
+          '',
+          "libvirt's form: `hook` followed by exactly four arguments takes them verbatim, so a",
+          'domain called --help or - is a name, never an option (the shim always passes four).',
         ].join('\n'),
       )
       .example('virsh dumpxml VM | $0 hook VM prepare begin -', 'would libvirt be allowed to start VM?'),

@@ -6,7 +6,7 @@
 //   # MiB QEMU's own process may use above a guest's pinned memory
 //   qemu_overhead_mib = 256
 
-import { readFileSync } from 'node:fs';
+import { readTrustedFile } from '../host/trusted-file.js';
 import { fail } from '../failure.js';
 import { DEFAULT_QEMU_OVERHEAD_MIB } from '../domain/memory.js';
 
@@ -45,15 +45,12 @@ export function parseHookConfig(text: string, path: string): HookConfig {
   return config;
 }
 
-/** A missing file means the defaults; an unreadable or malformed one is a failure naming it. */
+/** Largest hook.conf read: a few lines. */
+export const MAX_CONFIG_BYTES = 64 * 1024;
+
+/** A missing file means the defaults; an untrusted, unreadable or malformed one is a failure naming it. */
 export function readHookConfig(path: string): HookConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e: unknown) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return { ...DEFAULT_CONFIG };
-    fail({ kind: 'io', what: path, message: `cannot read the hook configuration (${code ?? String(e)})` });
-  }
+  const text = readTrustedFile(path, MAX_CONFIG_BYTES, 'hook configuration');
+  if (text === undefined) return { ...DEFAULT_CONFIG };
   return parseHookConfig(text, path);
 }

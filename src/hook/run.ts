@@ -5,19 +5,21 @@
 //
 // Deliberately free of yargs so that bin.ts can call it on a fast path.
 
+import { closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { FailureError, renderFailure } from '../failure.js';
 import { CHECK_OPTIONS, checkDocument } from '../check.js';
-import { TAG_NAMESPACE, findTag, isSevDomain } from '../domain/tag.js';
+import { TAG_NAMESPACE, isSevDomain, isSevLaunchType, sevXformElements } from '../domain/tag.js';
 import { POLICY_ES } from '../domain/policy.js';
 import { CACHE_FILE, hostFactsFromCache, readHostCache, stateDirOf } from '../host/cache.js';
 import { readDomain } from '../transform.js';
-import { decodeInput } from '../xml/read.js';
+import { MAX_INPUT_BYTES, decodeInput } from '../xml/read.js';
 import { XmlInputError } from '../xml/errors.js';
 import type { XmlDocument } from '../xml/xmlapi.js';
 import type { Io } from '../io.js';
 import { DEFAULT_HOOK_CONFIG, readHookConfig } from './config.js';
-import { DEFAULT_RUN_DIR, launchPolicy, pinnedMemoryKiB, runningSevGuests, type RunningSevGuest } from './running.js';
+import { DEFAULT_RUN_DIR, launchPolicy, pinnedMemoryKiB, runningSevGuests } from './running.js';
+import { DEFAULT_LOCK_DIR, dropReservation, liveReservations, lockPrepare, reserve } from './reservations.js';
 
 /** Where the hook looks; each defaults to its environment variable, then to the system path. */
 export interface HookOptions {
@@ -27,12 +29,17 @@ export interface HookOptions {
   runDir?: string;
   /** env SEV_XFORM_HOOK_CONF, default /etc/sev-xform/hook.conf. */
   configFile?: string;
+  /** The prepare lock and reservations; env SEV_XFORM_LOCK_DIR, default /run/sev-xform. */
+  lockDir?: string;
+  /** The clock, for reservation ages. */
+  now?: () => number;
 }
 
 export interface HookPaths {
   cache: string;
   runDir: string;
   config: string;
+  lockDir: string;
 }
 
 export function hookPaths(io: Io, opts: HookOptions = {}): HookPaths {
@@ -42,6 +49,7 @@ export function hookPaths(io: Io, opts: HookOptions = {}): HookPaths {
     cache: join(stateDir, CACHE_FILE),
     runDir: opts.runDir ?? env('SEV_XFORM_RUN_DIR') ?? DEFAULT_RUN_DIR,
     config: opts.configFile ?? env('SEV_XFORM_HOOK_CONF') ?? DEFAULT_HOOK_CONFIG,
+    lockDir: opts.lockDir ?? env('SEV_XFORM_LOCK_DIR') ?? DEFAULT_LOCK_DIR,
   };
 }
 
@@ -54,14 +62,83 @@ const ACTIONS: Readonly<Record<string, Action>> = {
   'restore begin': 'restore',
 };
 
+/** Literal text that libvirt writes for an SEV domain: the tag's namespace URI, or launchSecurity. */
+const SEV_MARKERS: readonly string[] = [TAG_NAMESPACE, '<launchSecurity'];
+
 /**
  * When the XML cannot be parsed, "is it an SEV domain?" is answered from the
- * text: libvirt writes the tag's namespace URI and `<launchSecurity` literally,
- * so their presence is the evidence. Erring towards SEV only refuses a domain
+ * text, but only from markup: a namespace declaration whose value is the tag's
+ * URI, or a `<launchSecurity` start tag of an SEV type. Comments, CDATA,
+ * processing instructions, character data (<description>, another namespace's
+ * metadata) and other attributes' values do not count: the URI in a comment
+ * once got an innocent domain refused. Erring towards SEV only refuses a domain
  * whose XML is broken anyway; erring the other way could boot it unencrypted.
  */
 export function mentionsSev(text: string): boolean {
-  return text.includes(TAG_NAMESPACE) || text.includes('<launchSecurity');
+  let i = 0;
+  for (;;) {
+    const lt = text.indexOf('<', i);
+    if (lt < 0) return false;
+    const skipTo = text.startsWith('<!--', lt) ? ['-->', 4] : text.startsWith('<![CDATA[', lt) ? [']]>', 9] : text.startsWith('<?', lt) ? ['?>', 2] : undefined;
+    if (skipTo) {
+      const end = text.indexOf(skipTo[0] as string, lt + (skipTo[1] as number));
+      if (end < 0) return false;
+      i = end + (skipTo[0] as string).length;
+      continue;
+    }
+    const end = tagEnd(text, lt);
+    const tag = text.slice(lt, end);
+    if (/^<launchSecurity(?:[\s/>]|$)/.test(tag)) {
+      const type = /\stype\s*=\s*(['"])(.*?)\1/.exec(tag)?.[2];
+      if (isSevLaunchType(type)) return true;
+    }
+    if (tag.includes(TAG_NAMESPACE) && new RegExp(`\\sxmlns(?::[^\\s=]+)?\\s*=\\s*(['"])${TAG_NAMESPACE}\\1`).test(tag)) return true;
+    i = end + 1;
+  }
+}
+
+/** Index of the `>` ending the tag that starts at `lt` (quotes respected), or the text's end. */
+function tagEnd(text: string, lt: number): number {
+  let quote = '';
+  for (let p = lt + 1; p < text.length; p++) {
+    const c = text[p];
+    if (quote) {
+      if (c === quote) quote = '';
+    } else if (c === '"' || c === "'") quote = c;
+    else if (c === '>') return p;
+    else if (c === '<') return p - 1;
+  }
+  return text.length;
+}
+
+/** True when any SEV marker occurs in the bytes, as plain text. */
+function bytesMention(bytes: Buffer): boolean {
+  return SEV_MARKERS.some((m) => bytes.includes(m, 0, 'latin1'));
+}
+
+/**
+ * An input over the limit is not parsed; it is an SEV domain when an SEV marker occurs anywhere in
+ * it, including the part past the limit, which is read on in chunks that overlap by a marker's
+ * length less one byte (bounded memory). An XML past the limit hid a tag once.
+ */
+async function overLimitMentionsSev(first: Uint8Array, io: Io): Promise<boolean> {
+  let carry = Buffer.from(first.buffer, first.byteOffset, first.byteLength);
+  if (bytesMention(carry)) return true;
+  // Nothing can look at the rest: an input that may hide the tag is treated as SEV.
+  if (!io.readStdinRest) return true;
+  const overlap = Math.max(...SEV_MARKERS.map((m) => m.length)) - 1;
+  carry = Buffer.from(carry.subarray(carry.length - overlap));
+  for await (const chunk of io.readStdinRest()) {
+    const joined = Buffer.concat([carry, chunk]);
+    if (bytesMention(joined)) return true;
+    carry = Buffer.from(joined.subarray(Math.max(0, joined.length - overlap)));
+  }
+  return false;
+}
+
+/** A name as shown in one stderr line: control characters (a newline would start a second line) become '?'. */
+function shownName(name: string): string {
+  return name.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, '?');
 }
 
 export function shellQuote(s: string): string {
@@ -80,10 +157,22 @@ function refuseWith(io: Io, line: string): number {
 
 /** Runs the hook for libvirt's arguments (without the word `hook`); returns the exit code. */
 export async function runHook(args: readonly string[], io: Io, opts: HookOptions = {}): Promise<number> {
-  const [name, operation, subOperation = '-'] = args;
-  if (!name || !operation || args.length > 4) {
+  const [rawName = '', operation, subOperation = '-'] = args;
+  // The name may be empty or anything else (libvirt's call passes it verbatim); only the operation must be there.
+  if (operation === undefined || args.length > 4) {
     io.stderr('sev-xform: hook: usage: sev-xform hook DOMAIN OPERATION SUB-OPERATION EXTRA, with the domain XML on stdin (as libvirt calls it)\n');
     return 2;
+  }
+  const name = shownName(rawName);
+  if (operation === 'started' || operation === 'stopped' || operation === 'release') {
+    // started: the guest's status XML now exists and counts; stopped/release: it no longer runs.
+    // Nothing can be aborted here, so a fault is a note and exit 0; a stale reservation expires anyway.
+    try {
+      dropReservation(hookPaths(io, opts).lockDir, rawName);
+    } catch (e: unknown) {
+      io.stderr(`sev-xform: note: hook ${operation} for ${name}: ${failureText(e)}\n`);
+    }
+    return 0;
   }
   const action = ACTIONS[`${operation} ${subOperation}`];
   if (!action) return 0;
@@ -93,13 +182,19 @@ export async function runHook(args: readonly string[], io: Io, opts: HookOptions
   let input = '';
   try {
     bytes = await io.readStdin();
+    if (bytes.length > MAX_INPUT_BYTES) {
+      if (await overLimitMentionsSev(bytes, io))
+        return refuseWith(io, `refusing to ${action} ${name}: the domain XML on stdin is larger than the 64 MiB limit and mentions the sev-xform tag or <launchSecurity>, so it is treated as an SEV domain that cannot be checked`);
+      io.stderr(`sev-xform: note: hook ${operation} ${subOperation} for ${name}: the domain XML on stdin is larger than the 64 MiB limit; it mentions neither the sev-xform tag nor <launchSecurity> anywhere, so it is not blocked\n`);
+      return 0;
+    }
     input = decodeInput(bytes, 'the domain XML on stdin');
     doc = readDomain(input, 'the domain XML on stdin', true);
   } catch (e: unknown) {
     const why = e instanceof XmlInputError ? e.message : failureText(e);
-    if (mentionsSev(Buffer.from(bytes).toString('latin1')))
-      return refuseWith(io, `refusing to ${action} ${name}: ${why}; it mentions the sev-xform tag or <launchSecurity>, so it is treated as an SEV domain`);
-    io.stderr(`sev-xform: note: hook ${operation} ${subOperation} for ${name}: ${why}; it mentions neither the sev-xform tag nor <launchSecurity>, so it is not blocked\n`);
+    if (mentionsSev(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1')))
+      return refuseWith(io, `refusing to ${action} ${name}: ${why}; it declares the sev-xform tag's namespace or has <launchSecurity>, so it is treated as an SEV domain`);
+    io.stderr(`sev-xform: note: hook ${operation} ${subOperation} for ${name}: ${why}; it has neither the sev-xform tag nor <launchSecurity>, so it is not blocked\n`);
     return 0;
   }
   if (!isSevDomain(doc.root)) return 0;
@@ -109,13 +204,13 @@ export async function runHook(args: readonly string[], io: Io, opts: HookOptions
   if (action === 'restore')
     return refuseWith(io, `refusing to restore ${name}: it is an SEV domain, and save/restore of SEV guests is not supported (a saved image resumes without a fresh encrypted launch); discard the saved state (\`virsh managedsave-remove ${shellQuote(name)}\`) and start it`);
   try {
-    return prepare(io, name, input, doc, hookPaths(io, opts));
+    return prepare(io, name, rawName, input, doc, hookPaths(io, opts), opts.now ?? Date.now);
   } catch (e: unknown) {
     return refuseWith(io, `refusing to start ${name}: ${failureText(e)}`);
   }
 }
 
-function prepare(io: Io, name: string, input: string, doc: XmlDocument, paths: HookPaths): number {
+function prepare(io: Io, name: string, rawName: string, input: string, doc: XmlDocument, paths: HookPaths, now: () => number): number {
   const domain = doc.root;
   const cache = readHostCache(paths.cache);
   const facts = hostFactsFromCache(cache, paths.cache);
@@ -128,7 +223,7 @@ function prepare(io: Io, name: string, input: string, doc: XmlDocument, paths: H
   const { problems } = checkDocument(doc, input, facts, { ...CHECK_OPTIONS, qemuOverheadKiB: overheadKiB }, 'the domain XML on stdin');
   const first = problems[0];
   if (first !== undefined) {
-    const all = findTag(domain) ? '' : ' --all';
+    const all = sevXformElements(domain).length > 0 ? '' : ' --all';
     const vm = shellQuote(name);
     const more = problems.length > 1 ? ` (and ${problems.length - 1} more; \`sev-xform check\` lists them)` : '';
     const convert = `\`sev-xform apply${all} ${vm}\` or \`virsh dumpxml --inactive ${vm} | sev-xform${all} | virsh define /dev/stdin\``;
@@ -146,36 +241,47 @@ function prepare(io: Io, name: string, input: string, doc: XmlDocument, paths: H
   const snp = ls.attr('type') === 'sev-snp';
   // SEV-SNP guests take their ASIDs from the SEV-ES range (the kernel's 1..min_sev_asid-1), shared with SEV-ES guests.
   const es = snp || (launchPolicy(ls, 'the domain XML on stdin') & POLICY_ES) !== 0;
-  const self = { name, uuid: domain.first('uuid')?.text().trim().toLowerCase() };
-  const running = runningSevGuests(paths.runDir, self, overheadKiB);
-
-  // SEV and SEV-ES guests draw on separate pools of ASIDs (encryption key slots).
-  const slots = es ? caps.maxESGuests : caps.maxGuests;
-  const kind = snp ? 'SEV-ES/SEV-SNP' : es ? 'SEV-ES' : 'SEV';
-  const peers = running.filter((g) => g.es === es);
-  // 0 is what hosts that only emulate SEV report (as the launch-security rule notes); a real SEV host has slots.
-  if (slots !== undefined && slots > 0 && peers.length + 1 > slots)
-    return refuseWith(
-      io,
-      `refusing to start ${name}: the host has ${slots} ${kind} guest slot(s) (<${es ? 'maxESGuests' : 'maxGuests'}> in ${paths.cache}) and ${peers.length} ${kind} guest(s) already run (${names(peers)})`,
-    );
-
+  const self = { name: rawName, uuid: domain.first('uuid')?.text().trim().toLowerCase() };
   const ownKiB = pinnedMemoryKiB(domain, overheadKiB);
-  const othersKiB = running.reduce((s, g) => s + g.pinnedKiB, 0);
-  const usableKiB = cache.memTotalKiB - config.reserveMiB * 1024;
-  if (ownKiB + othersKiB > usableKiB)
-    return refuseWith(
-      io,
-      `refusing to start ${name}: its memory (${mib(ownKiB)} MiB: pinned RAM, video and ROMs plus ${config.qemuOverheadMiB} MiB for QEMU itself) plus that of ${running.length} running SEV guest(s) (${mib(othersKiB)} MiB) exceeds MemTotal ${mib(cache.memTotalKiB)} MiB (${paths.cache}) minus the ${config.reserveMiB} MiB reserve (reserve_mib in ${paths.config}); SEV memory is pinned and cannot be over-committed`,
-    );
-  return 0;
+
+  // From here to the reservation, one prepare at a time: libvirt writes a guest's status XML only
+  // after its prepare, so two concurrent checks would each miss the other.
+  const lock = lockPrepare(paths.lockDir, io);
+  try {
+    const running = runningSevGuests(paths.runDir, self, overheadKiB);
+    const reserved = liveReservations(paths.lockDir, self, running, now());
+    const others = [...running, ...reserved];
+
+    // SEV and SEV-ES guests draw on separate pools of ASIDs (encryption key slots).
+    const slots = es ? caps.maxESGuests : caps.maxGuests;
+    const kind = snp ? 'SEV-ES/SEV-SNP' : es ? 'SEV-ES' : 'SEV';
+    const peers = others.filter((g) => g.es === es);
+    // 0 is what hosts that only emulate SEV report (as the launch-security rule notes); a real SEV host has slots.
+    if (slots !== undefined && slots > 0 && peers.length + 1 > slots)
+      return refuseWith(
+        io,
+        `refusing to start ${name}: the host has ${slots} ${kind} guest slot(s) (<${es ? 'maxESGuests' : 'maxGuests'}> in ${paths.cache}) and ${peers.length} ${kind} guest(s) already run or are starting (${names(peers)})`,
+      );
+
+    const othersKiB = others.reduce((s, g) => s + g.pinnedKiB, 0);
+    const usableKiB = cache.memTotalKiB - config.reserveMiB * 1024;
+    if (ownKiB + othersKiB > usableKiB)
+      return refuseWith(
+        io,
+        `refusing to start ${name}: its memory (${mib(ownKiB)} MiB: pinned RAM, video and ROMs plus ${config.qemuOverheadMiB} MiB for QEMU itself) plus that of ${others.length} running or starting SEV guest(s) (${mib(othersKiB)} MiB) exceeds MemTotal ${mib(cache.memTotalKiB)} MiB (${paths.cache}) minus the ${config.reserveMiB} MiB reserve (reserve_mib in ${paths.config}); SEV memory is pinned and cannot be over-committed`,
+      );
+    reserve(paths.lockDir, { name: rawName, uuid: self.uuid, es, pinnedKiB: ownKiB });
+    return 0;
+  } finally {
+    closeSync(lock);
+  }
 }
 
 function mib(kib: number): number {
   return Math.ceil(kib / 1024);
 }
 
-function names(guests: readonly RunningSevGuest[]): string {
-  const shown = guests.slice(0, 3).map((g) => g.name);
+function names(guests: ReadonlyArray<{ name: string }>): string {
+  const shown = guests.slice(0, 3).map((g) => shownName(g.name));
   return guests.length > 3 ? `${shown.join(', ')} and ${guests.length - 3} more` : shown.join(', ') || 'none';
 }

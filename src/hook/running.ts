@@ -1,12 +1,13 @@
 // The SEV guests running now, read from libvirt's live status files
 // (/run/libvirt/qemu/NAME.xml) because a hook may not ask libvirt itself.
 
-import { readFileSync, readdirSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { FailureError, fail, renderFailure } from '../failure.js';
 import { POLICY_ES } from '../domain/policy.js';
 import { DEFAULT_QEMU_OVERHEAD_KIB, countedMemoryKiB } from '../domain/memory.js';
-import { readXml } from '../xml/read.js';
+import { readTrustedFile } from '../host/trusted-file.js';
+import { MAX_INPUT_BYTES, readXml } from '../xml/read.js';
 import { XmlInputError } from '../xml/errors.js';
 import type { XmlElement } from '../xml/xmlapi.js';
 
@@ -54,15 +55,9 @@ export function runningSevGuests(
   const out: RunningSevGuest[] = [];
   for (const entry of names.filter((n) => n.endsWith('.xml')).sort()) {
     const file = join(runDir, entry);
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (e: unknown) {
-      const code = (e as NodeJS.ErrnoException).code;
-      // The domain stopped between listing and reading: it no longer holds a slot.
-      if (code === 'ENOENT') continue;
-      fail({ kind: 'io', what: file, message: `cannot read a running domain's status (${code ?? String(e)})` });
-    }
+    // Missing: the domain stopped between listing and reading, and no longer holds a slot.
+    const text = readTrustedFile(file, MAX_INPUT_BYTES, "running domain's status");
+    if (text === undefined) continue;
     // Only guests with launchSecurity hold ASIDs and pinned memory; skip parsing the rest.
     if (!text.includes('<launchSecurity')) continue;
     const guest = sevGuestOf(text, file, overheadKiB);

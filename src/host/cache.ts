@@ -2,11 +2,11 @@
 // reads: the hook may not call libvirt (a deadlock is likely), so everything it
 // needs about the host is stored here beforehand.
 
-import { readFileSync } from 'node:fs';
 import { fail } from '../failure.js';
 import type { HostFacts } from '../rules/types.js';
 import { parseDomainCaps, type DomainCaps } from './domcaps.js';
 import type { FirmwareDescriptor } from './firmware.js';
+import { readTrustedFile } from './trusted-file.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/sev-xform';
 
@@ -52,14 +52,13 @@ export function parseHostCache(text: string, path: string): HostCache {
   return c as HostCache;
 }
 
+/** Largest host cache read: domcapabilities and the firmware descriptors take tens of KiB. */
+export const MAX_CACHE_BYTES = 4 * 1024 * 1024;
+
+/** Reads the cache, bounded and only when root alone can have written it (see trusted-file.ts). */
 export function readHostCache(path: string): HostCache {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e: unknown) {
-    const code = (e as NodeJS.ErrnoException).code;
-    fail({ kind: 'host', message: `host cache ${path} cannot be read (${code ?? String(e)}); write it with \`sev-xform host --write-cache\`` });
-  }
+  const text = readTrustedFile(path, MAX_CACHE_BYTES, 'host cache');
+  if (text === undefined) fail({ kind: 'host', message: `host cache ${path} cannot be read (ENOENT); write it with \`sev-xform host --write-cache\`` });
   return parseHostCache(text, path);
 }
 

@@ -44,7 +44,9 @@ export function readXml(text: string, what: string, opts: { secondOpinion?: bool
     if (e instanceof XmlInputError) throw new XmlInputError(`${what}: ${e.message}`);
     throw e;
   }
-  if (opts.secondOpinion !== false && text.length <= VALIDATOR_MAX_CHARS) {
+  // fast-xml-parser's names stop at the Basic Multilingual Plane, while XML 1.0 allows names up to
+  // #xEFFFF; our parser checks those, so text with supplementary characters goes without the second opinion.
+  if (opts.secondOpinion !== false && text.length <= VALIDATOR_MAX_CHARS && !/[\uD800-\uDBFF]/.test(text)) {
     const verdict = XMLValidator.validate(text);
     if (verdict !== true) {
       const msg = verdict.err.msg.replace(/\.$/, '');

@@ -211,7 +211,7 @@ function position(src: string, at: number): string {
   return `line ${line}, column ${at - lineStart + 1}`;
 }
 
-/** Character classes of the ASCII names accepted (`[A-Za-z_:][-A-Za-z0-9_:.]*`): 1 may start a name, 2 may follow. */
+/** Character classes of ASCII name characters: 1 may start a name, 2 may only follow. */
 const NAME_CHAR = new Uint8Array(128);
 for (let c = 0; c < 128; c++) {
   const ch = String.fromCharCode(c);
@@ -219,12 +219,76 @@ for (let c = 0; c < 128; c++) {
   else if (/[-0-9.]/.test(ch)) NAME_CHAR[c] = 2;
 }
 
+/**
+ * XML 1.0 (fifth edition) NameStartChar beyond ASCII, for one UTF-16 code unit; supplementary
+ * characters (#x10000-#xEFFFF) are surrogate pairs and handled by nameCharAt. A metadata element
+ * such as <app:größe> is legal XML, and refusing it blocked an innocent domain.
+ */
+function isNonAsciiNameStart(c: number): boolean {
+  return (
+    (c >= 0xc0 && c <= 0xd6) ||
+    (c >= 0xd8 && c <= 0xf6) ||
+    (c >= 0xf8 && c <= 0x2ff) ||
+    (c >= 0x370 && c <= 0x37d) ||
+    (c >= 0x37f && c <= 0x1fff) ||
+    (c >= 0x200c && c <= 0x200d) ||
+    (c >= 0x2070 && c <= 0x218f) ||
+    (c >= 0x2c00 && c <= 0x2fef) ||
+    (c >= 0x3001 && c <= 0xd7ff) ||
+    (c >= 0xf900 && c <= 0xfdcf) ||
+    (c >= 0xfdf0 && c <= 0xfffd)
+  );
+}
+
+/** NameChar beyond ASCII that may not start a name. */
+function isNonAsciiNameOnly(c: number): boolean {
+  return c === 0xb7 || (c >= 0x300 && c <= 0x36f) || (c >= 0x203f && c <= 0x2040);
+}
+
+/**
+ * Length in code units of the name character at `p` (2 for a surrogate pair), or 0 when there is
+ * none; `start` asks for a NameStartChar.
+ */
+function nameCharAt(src: string, p: number, start: boolean): number {
+  const c = src.charCodeAt(p);
+  if (c < 0x80) {
+    const k = NAME_CHAR[c] ?? 0;
+    return k === 1 || (k === 2 && !start) ? 1 : 0;
+  }
+  if (isNonAsciiNameStart(c)) return 1;
+  if (!start && isNonAsciiNameOnly(c)) return 1;
+  // #x10000-#xEFFFF: a high surrogate up to U+DB7F followed by a low surrogate.
+  if (c >= 0xd800 && c <= 0xdb7f) {
+    const low = src.charCodeAt(p + 1);
+    if (low >= 0xdc00 && low <= 0xdfff) return 2;
+  }
+  return 0;
+}
+
 /** End of the name starting at `p`, or `p` when none starts there. */
 function nameEnd(src: string, p: number): number {
-  if (NAME_CHAR[src.charCodeAt(p)] !== 1) return p;
-  let q = p + 1;
-  while ((NAME_CHAR[src.charCodeAt(q)] ?? 0) !== 0) q++;
-  return q;
+  const first = src.charCodeAt(p);
+  let q: number;
+  if (first < 0x80) {
+    if (NAME_CHAR[first] !== 1) return p;
+    q = p + 1;
+  } else {
+    const w = nameCharAt(src, p, true);
+    if (w === 0) return p;
+    q = p + w;
+  }
+  for (;;) {
+    const c = src.charCodeAt(q);
+    // The ASCII test first: libvirt's names are ASCII, and this loop runs for every name of every hook call.
+    if (c < 0x80) {
+      if ((NAME_CHAR[c] ?? 0) === 0) return q;
+      q++;
+      continue;
+    }
+    const w = nameCharAt(src, q, false);
+    if (w === 0) return q;
+    q += w;
+  }
 }
 
 /** End of the XML whitespace (space, tab, CR, LF) starting at `p`. */

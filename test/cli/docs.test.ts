@@ -247,7 +247,7 @@ switch (cmd) {
     if (isRunning(name)) die("Failed to start domain '" + name + "'\nerror: Requested operation is not valid: domain is already running");
     const hooks = path.join(dir, 'hooks', 'qemu.d');
     for (const h of fs.existsSync(hooks) ? fs.readdirSync(hooks).sort() : []) {
-      const env = { LC_ALL: 'C', PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/', SEV_XFORM_RUN_DIR: running };
+      const env = { LC_ALL: 'C', PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/', SEV_XFORM_RUN_DIR: running, SEV_XFORM_LOCK_DIR: path.join(dir, 'sev-xform-lock') };
       const r = spawnSync(path.join(hooks, h), [name, 'prepare', 'begin', '-'], { input: xml, encoding: 'utf8', env });
       if (r.status !== 0)
         die("Failed to start domain '" + name + "'\nerror: Hook script execution failed: internal error: Child process (LC_ALL=C " + path.join(hooks, h) + ' ' + name + ' prepare begin -) unexpected exit status ' + r.status + ': ' + r.stderr.trim());
@@ -320,7 +320,7 @@ function makeSandbox(withVM = false): Sandbox {
     root,
     work,
     varLib,
-    env: { PATH: `${bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`, HOME: home, LC_ALL: 'C', FAKE_VIRSH_DIR: libvirt, SEV_XFORM_RUN_DIR: join(libvirt, 'running') },
+    env: { PATH: `${bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`, HOME: home, LC_ALL: 'C', FAKE_VIRSH_DIR: libvirt, SEV_XFORM_RUN_DIR: join(libvirt, 'running'), SEV_XFORM_LOCK_DIR: join(libvirt, 'sev-xform-lock') },
   };
   sandboxes.push(sandbox);
   return sandbox;

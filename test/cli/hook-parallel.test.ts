@@ -1,6 +1,8 @@
 // libvirt starts domains concurrently, and the hook runs for each: 20 hook
 // processes at once must answer exactly as they do one at a time, and leave
-// nothing behind.
+// nothing behind but their reservations. Each call has its own lock folder, so
+// that an accepted prepare's reservation does not change the others' answers
+// (hook-attacks.test.ts tests the reservations between concurrent prepares).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, spawnSync } from 'node:child_process';
@@ -35,6 +37,12 @@ const env = makeHookEnv({
 });
 const childTmp = mkdtempSync(join(tmpdir(), 'sev-xform-hook-parallel-tmp-'));
 const childEnv = { ...env.env, PATH: '/usr/bin:/bin', LC_ALL: 'C', TMPDIR: childTmp };
+const lockDirs = mkdtempSync(join(tmpdir(), 'sev-xform-hook-parallel-locks-'));
+let lockDirCount = 0;
+/** A fresh lock folder for each call (created by the hook). */
+function envOfCall(): Record<string, string> {
+  return { ...childEnv, SEV_XFORM_LOCK_DIR: join(lockDirs, String(lockDirCount++)) };
+}
 
 /** 20 calls on different domains: accepted, refused as unconverted, refused for slots, migrate and restore. */
 const CALLS: Array<{ args: string[]; input: string }> = [];
@@ -53,13 +61,13 @@ for (let i = 0; i < 20; i++) {
 }
 
 function sequential(call: (typeof CALLS)[number]): Answer {
-  const r = spawnSync(BIN, call.args, { input: call.input, encoding: 'utf8', env: childEnv });
+  const r = spawnSync(BIN, call.args, { input: call.input, encoding: 'utf8', env: envOfCall() });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 function concurrent(call: (typeof CALLS)[number]): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const child = spawn(BIN, call.args, { env: childEnv });
+    const child = spawn(BIN, call.args, { env: envOfCall() });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -97,6 +105,7 @@ test('20 hook calls in parallel give the answers they give one at a time, and le
 test.after(() => {
   removeHookEnv(env);
   rmSync(childTmp, { recursive: true, force: true });
+  rmSync(lockDirs, { recursive: true, force: true });
 });
 
 test.run();

@@ -51,6 +51,8 @@ export interface HookEnv {
   cache: string;
   runDir: string;
   config: string;
+  /** The lock and reservation folder (not created: the hook creates it). */
+  lockDir: string;
   env: Record<string, string>;
 }
 
@@ -85,7 +87,8 @@ export function makeHookEnv(
     cache,
     runDir,
     config,
-    env: { HOME: '/nonexistent', SEV_XFORM_STATE_DIR: stateDir, SEV_XFORM_RUN_DIR: runDir, SEV_XFORM_HOOK_CONF: config },
+    lockDir: join(root, 'lock'),
+    env: { HOME: '/nonexistent', SEV_XFORM_STATE_DIR: stateDir, SEV_XFORM_RUN_DIR: runDir, SEV_XFORM_HOOK_CONF: config, SEV_XFORM_LOCK_DIR: join(root, 'lock') },
   };
 }
 

@@ -1,4 +1,5 @@
 // Drives the CLI in-process with argv arrays and captured streams.
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { main } from '../../src/cli.js';
 import type { Io } from '../../src/io.js';
@@ -26,6 +27,11 @@ export async function runCli(
       stderr += t;
     },
     env: opts.env ?? { HOME: '/nonexistent' },
+    // The real lock, as bin.ts takes it: flock(1) on the inherited descriptor.
+    lockExclusive: (fd, waitSeconds) => {
+      const r = spawnSync('/usr/bin/flock', ['--exclusive', '--wait', String(waitSeconds), '3'], { stdio: ['ignore', 'ignore', 'pipe', fd] });
+      return r.status === 0 ? undefined : `flock exited ${r.status}`;
+    },
     run: opts.run ?? (() => ({ status: null, stdout: '', stderr: '', error: 'virsh is not available in unit tests' })),
   };
   const code = await main(argv, io);

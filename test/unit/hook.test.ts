@@ -2,7 +2,7 @@
 // (`sev-xform hook NAME OPERATION SUB-OPERATION -`, domain XML on stdin).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCli, type CliRun } from '../support/run-cli.js';
 import { runHook } from '../../src/hook/run.js';
@@ -220,7 +220,7 @@ test('prepare: refused when pinned memory would exceed MemTotal minus the defaul
   const e = hostEnv({ memTotalKiB: 8 * GiB, running });
   assertRefused(
     await hook(e, 'tagged', 'prepare', 'begin', converted),
-    'sev-xform: refusing to start tagged: its memory (2320 MiB: pinned RAM, video and ROMs plus 256 MiB for QEMU itself) plus that of 2 running SEV guest(s) (4640 MiB) exceeds MemTotal 8192 MiB',
+    'sev-xform: refusing to start tagged: its memory (2320 MiB: pinned RAM, video and ROMs plus 256 MiB for QEMU itself) plus that of 2 running or starting SEV guest(s) (4640 MiB) exceeds MemTotal 8192 MiB',
     'the 2048 MiB reserve',
     e.config,
   );
@@ -259,11 +259,11 @@ test('prepare: qemu_overhead_mib in hook.conf is the QEMU overhead of both the c
 test("prepare: a running guest's hard limit counts when larger than its estimate; locked memory counts the estimate", async () => {
   const bigLimit = renamed(converted.replace(/<hard_limit unit='KiB'>\d+</, `<hard_limit unit='GiB'>6<`), 'big', uuidN(1));
   const e = hostEnv({ memTotalKiB: 10 * GiB, running: [bigLimit] });
-  assertRefused(await hook(e, 'tagged', 'prepare', 'begin', converted), 'sev-xform: refusing to start tagged: its memory (2320 MiB: pinned RAM, video and ROMs plus 256 MiB for QEMU itself) plus that of 1 running SEV guest(s) (6144 MiB)');
+  assertRefused(await hook(e, 'tagged', 'prepare', 'begin', converted), 'sev-xform: refusing to start tagged: its memory (2320 MiB: pinned RAM, video and ROMs plus 256 MiB for QEMU itself) plus that of 1 running or starting SEV guest(s) (6144 MiB)');
   const locked = converted.replace(/  <memtune>\n.*\n  <\/memtune>\n/, '  <memoryBacking>\n    <locked/>\n  </memoryBacking>\n');
   assert.ok(locked.includes('<locked/>') && !locked.includes('hard_limit'));
   const e2 = hostEnv({ memTotalKiB: 6 * GiB, running: [renamed(locked, 'locked', uuidN(2))] });
-  assertRefused(await hook(e2, 'tagged', 'prepare', 'begin', converted), 'sev-xform: refusing to start tagged: its memory (2320 MiB: pinned RAM, video and ROMs plus 256 MiB for QEMU itself) plus that of 1 running SEV guest(s) (2320 MiB)');
+  assertRefused(await hook(e2, 'tagged', 'prepare', 'begin', converted), 'sev-xform: refusing to start tagged: its memory (2320 MiB: pinned RAM, video and ROMs plus 256 MiB for QEMU itself) plus that of 1 running or starting SEV guest(s) (2320 MiB)');
 });
 
 test('hook.conf parser: comments, blank lines, errors name the line', () => {
@@ -328,7 +328,7 @@ test('hook.conf that is a folder: refused naming it', async () => {
   const dir = join(e.root, 'conf-dir');
   mkdirSync(dir);
   const r = await runCli(['hook', 'tagged', 'prepare', 'begin', '-'], { stdin: converted, env: { ...e.env, SEV_XFORM_HOOK_CONF: dir } });
-  assertRefused(r, 'sev-xform: refusing to start tagged: ', dir, 'EISDIR');
+  assertRefused(r, 'sev-xform: refusing to start tagged: ', dir, 'not a regular file');
 });
 
 test('a broken live status file: non-SEV domains pass, SEV domains are refused naming it', async () => {
@@ -371,12 +371,20 @@ test('hook without an operation is a usage error', async () => {
   assert.is(r.stdout, '');
 });
 
-test('the hook writes nothing: the state and run folders are unchanged', async () => {
+test('the hook writes only its lock and the accepted prepare\'s reservation (in the lock folder), nothing in the state and run folders', async () => {
   const e = hostEnv({ running: [renamed(converted, 'run1', uuidN(1))] });
   const before = [readdirSync(e.stateDir), readdirSync(e.runDir), readdirSync(e.root)];
-  await hook(e, 'tagged', 'prepare', 'begin', converted);
   await hook(e, 'tagged', 'prepare', 'begin', tagged);
-  assert.equal([readdirSync(e.stateDir), readdirSync(e.runDir), readdirSync(e.root)], before);
+  assert.equal([readdirSync(e.stateDir), readdirSync(e.runDir), readdirSync(e.root)], before, 'a refused prepare writes nothing');
+  await hook(e, 'tagged', 'prepare', 'begin', converted);
+  assert.equal([readdirSync(e.stateDir), readdirSync(e.runDir), readdirSync(e.root).filter((f) => f !== 'lock')], before);
+  const lock = readdirSync(e.lockDir).sort();
+  assert.is(lock.length, 2, lock.join(', '));
+  assert.is(lock[0], 'prepare.lock');
+  assert.match(lock[1]!, /^reserved-[0-9a-f]{64}\.json$/);
+  assert.is(statSync(e.lockDir).mode & 0o777, 0o700);
+  await hook(e, 'tagged', 'release', 'end', converted);
+  assert.equal(readdirSync(e.lockDir), ['prepare.lock'], 'release drops the reservation');
 });
 
 test.run();

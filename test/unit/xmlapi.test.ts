@@ -97,4 +97,20 @@ test('whatever the validator rejects, the parser rejects too (mutated golden inp
   assert.ok(validatorRejected > 2000, `only ${validatorRejected} of 4000 mutations were rejected by the validator: the mutations are too weak`);
 });
 
+test('every name XML 1.0 allows parses: non-ASCII, combining marks, supplementary characters', () => {
+  const names = ['app:größe', 'x:名前', 'é', 'a·b', 'a\u0301', 'a\u203F', '_\u00B7', '\u{10000}x', 'x\u{EFFFF}', 'ǅ:x', 'Ω-1.2'];
+  for (const name of names) {
+    const src = `<domain><${name} ${name}b="1">t</${name}></domain>`;
+    const doc = parseXml(src);
+    assert.is(doc.root.elements()[0]?.name, name);
+    assert.is(doc.root.elements()[0]?.attrs[0]?.name, `${name}b`);
+    assert.is(doc.toString(), src);
+  }
+});
+
+test('names XML 1.0 forbids are still refused', () => {
+  for (const bad of ['<domain><1a/></domain>', '<domain><-a/></domain>', '<domain><·a/></domain>', '<domain><a\u00D7b/></domain>', '<domain><\u0301a/></domain>', '<domain><a\uD800/></domain>', '<domain><\uDB80\uDC00/></domain>'])
+    assert.throws(() => parseXml(bad), undefined, bad);
+});
+
 test.run();
