@@ -255,10 +255,11 @@ start_daemons() {
     # The daemons must not inherit the caller'"'"'s other open files: under
     # `flock /tmp/sevx-libvirt.lock` they would hold the shared lock as long as they run.
     for fd in /proc/$$/fd/*; do fd=${fd##*/}; if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi; done
-    LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/virtlogd.log" chroot "$root" virtlogd -d
-    # --timeout 0 (never exit when idle, as without it) marks it as not the
-    # system daemon for setup.sh versions that look for a root libvirtd without
-    # --timeout in /proc and would otherwise stop this one (seen here).
+    # --timeout 0 (never exit when idle, as without it) marks both as not the
+    # system daemons for setup.sh versions that look for a root libvirtd or
+    # virtlogd without --timeout in /proc and would otherwise stop or use
+    # these (seen here).
+    LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/virtlogd.log" chroot "$root" virtlogd -d --timeout 0
     LIBVIRT_LOG_OUTPUTS="${SEVX_TRIXIE_LOG_OUTPUTS:-3:file:/var/log/libvirt/libvirtd.log}" \
       LIBVIRT_LOG_FILTERS="${SEVX_TRIXIE_LOG_FILTERS:-}" chroot "$root" libvirtd -d --timeout 0
     for _ in $(seq 100); do
