@@ -9,7 +9,7 @@ import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { runBin } from '../support/bin.js';
-import { TAG, addTag, integrationStacks, requirePrerequisites, run, undefineQuietly, virsh, virshOk } from '../support/libvirt.js';
+import { TAG, addTag, integrationStacks, requirePrerequisites, run, undefineQuietly, virsh, virshOk, type Stack } from '../support/libvirt.js';
 
 const INSTALL = resolve('install.sh');
 /** Paths as the stack's libvirtd sees them; on the host they are stack.hostPath(...). */
@@ -26,9 +26,18 @@ const PLAIN = 'sevx-test-hook-plain';
 // KVM when the host has it (it does here, nested), else TCG.
 const VIRT = existsSync('/dev/kvm') ? 'kvm' : 'qemu';
 
+/**
+ * The type for a domain that must really start on the stack: kvm only where its
+ * /dev/kvm is the real device (a plain file there only makes libvirt offer kvm;
+ * QEMU then fails "Could not access KVM kernel module"), else TCG.
+ */
+function runnableType(stack: Stack): 'kvm' | 'qemu' {
+  return stack.run('test', ['-c', '/dev/kvm']).code === 0 ? 'kvm' : 'qemu';
+}
+
 /** A small domain: no disk, so it starts in a fraction of a second. */
-function smallDomain(name: string, mib: number, extra = ''): string {
-  return `<domain type='${VIRT}'>
+function smallDomain(name: string, mib: number, extra = '', type: string = VIRT): string {
+  return `<domain type='${type}'>
   <name>${name}</name>
   <memory unit='MiB'>${mib}</memory>
   <os>
@@ -155,7 +164,7 @@ for (const stack of stacks) {
 
   test(stack.label('an untagged small domain starts and saves with the hook installed'), () => {
     const file = join(work, `${PLAIN}.xml`);
-    writeFileSync(file, smallDomain(PLAIN, 64));
+    writeFileSync(file, smallDomain(PLAIN, 64, '', runnableType(stack)));
     virshOkS(['define', file]);
     mkdirSync(host(savedDir), { recursive: true });
     virshOkS(['start', PLAIN]);

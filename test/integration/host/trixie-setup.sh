@@ -266,6 +266,7 @@ start_daemons() {
       [ -s "$root/run/libvirtd.pid" ] && [ -s "$root/run/virtlogd.pid" ] && break; sleep 0.1
     done
     cp "$root/run/libvirtd.pid" "$state/libvirtd.pid"; cp "$root/run/virtlogd.pid" "$state/virtlogd.pid"
+    if [ "$fake_kvm" = 1 ]; then echo emulated; else echo real; fi >"$state/kvm"
   ' trixie-run "$ROOT" "$STATE_DIR" "$FAKE_KVM" || die "starting the $SUITE daemons failed"
   local pid; pid=$(daemon_pid libvirtd)
   [ -n "$pid" ] || die "libvirtd -d did not leave a running libvirtd (see $ROOT/var/log/libvirt/libvirtd.log)"
@@ -275,8 +276,12 @@ start_daemons() {
 
 # SEVX_TRIXIE_RESTART=1: restart running daemons, e.g. so that libvirtd finds a
 # hook installed into the chroot (libvirt looks for hooks only when it starts).
-if { ((conf_changed)) || [ "${SEVX_TRIXIE_RESTART:-0}" = 1 ]; } && [ -n "$(daemon_pid libvirtd)" ]; then
-  log "restarting the $SUITE daemons$( ((conf_changed)) && echo " to pick up $conf")"
+# Also when the running daemons' /dev/kvm is of the other kind (real or emulated).
+kvm_mode=$([ "$FAKE_KVM" = 1 ] && echo emulated || echo real)
+kvm_changed=0
+[ -z "$(daemon_pid libvirtd)" ] || [ "$(cat "$STATE_DIR/kvm" 2>/dev/null)" = "$kvm_mode" ] || kvm_changed=1
+if { ((conf_changed)) || ((kvm_changed)) || [ "${SEVX_TRIXIE_RESTART:-0}" = 1 ]; } && [ -n "$(daemon_pid libvirtd)" ]; then
+  log "restarting the $SUITE daemons$( ((conf_changed)) && echo " to pick up $conf")$( ((kvm_changed)) && echo " with a $kvm_mode /dev/kvm")"
   stop_daemon libvirtd; stop_daemon virtlogd
 fi
 if [ -z "$(daemon_pid libvirtd)" ]; then
@@ -379,6 +384,6 @@ fi
 
 # --- 6. summary ----------------------------------------------------------------
 ver=$(virsh_stack version --daemon 2>/dev/null | awk '/Running against daemon/ {l=$NF} /Running hypervisor/ {h=$NF} END {print "libvirt " l ", QEMU " h}')
-printf 'sev-xform %s test stack ready: %s; chroot %s (%s); kvm %s; sev+sev-snp %s; socket %s; %ss\n' \
+printf 'sev-xform %s test stack ready: %s; chroot %s (%s); kvm=%s; sev+sev-snp %s; socket %s; %ss\n' \
   "$SUITE" "$ver" "$ROOT" "$built" "$([ "$FAKE_KVM" = 1 ] && echo emulated || echo real)" \
   "$([ "$patched" = 0 ] && echo already-patched || echo "patched, try $patched")" "$SOCK" "$(secs "$t0")"
