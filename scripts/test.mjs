@@ -23,7 +23,8 @@ function run(cmd, argv, env = {}) {
  */
 function uvu(dir, env = {}) {
   const r = run(process.execPath, ['--import', 'tsx', 'node_modules/uvu/bin.js', dir, '\\.test\\.ts$'], env);
-  const out = (r.stdout ?? '') + (r.stderr ?? '');
+  // uvu colours the numbers (the skipped count starts with an escape sequence).
+  const out = ((r.stdout ?? '') + (r.stderr ?? '')).replace(/\x1b\[[0-9;]*m/g, '');
   const total = /Total:\s+(\d+)/.exec(out);
   const pass = /Passed:\s+(\d+)/.exec(out);
   const skip = /Skipped:\s+(\d+)/.exec(out);
