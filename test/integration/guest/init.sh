@@ -37,13 +37,17 @@ for d in /sys/bus/virtio/devices/*; do
   say virtio "${d##*/}" device=$(cat "$d/device") driver=$drv features=$(cat "$d/features")
 done
 
-for b in /sys/block/*; do
+# Each disk, CD-ROM and partition: the virtio device it sits on and the text in
+# its first 64 bytes (the test gives the data disk and CD-ROM known content; the
+# ESP's boot sector carries its FAT label). first= comes last: it may hold spaces.
+for b in /sys/block/* /sys/block/*/*; do
+  [ -e "$b/dev" ] || continue
   n=${b##*/}
   case $n in loop*|ram*|zram*) continue ;; esac
-  path=$(readlink -f "$b/device")
+  path=$(readlink -f "$b")
   on=$(echo "$path" | grep -o 'virtio[0-9][0-9]*' | tail -n 1)
-  first=$(dd if="/dev/$n" bs=2048 count=1 2>/dev/null | head -c 64 | strings -n 4 | head -n 1)
-  say block "$n" on=${on:-none} first=${first:-none} path=$path
+  first=$(dd if="/dev/$n" bs=2048 count=1 2>/dev/null | head -c 64 | strings -n 4 | tr '\n' ' ')
+  say block "$n" on=${on:-none} path=$path first=$first
 done
 
 if [ -d /sys/firmware/efi ]; then
