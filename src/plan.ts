@@ -1,16 +1,17 @@
-// Memory and SEV slot planning: how much host memory a set of SEV guests pins,
-// and how many ASID slots they take, with the same accounting as the filter's
-// hard_limit and the hook's admission check, so a plan that fits is one the
-// hook will let start.
+// Memory and SEV slot planning: how much host memory a set of SEV guests pins
+// and may use, and how many ASID slots they take, with the same accounting as
+// the filter's hard_limit and the hook's admission check (src/domain/memory.ts),
+// so a plan that fits is one the hook will let start.
 
 import { fail, FailureError } from './failure.js';
-import { unitBytes } from './domain/units.js';
+import { mib } from './domain/units.js';
 import { POLICY_ES, parsePolicy } from './domain/policy.js';
 import { findTag } from './domain/tag.js';
-import { QEMU_OVERHEAD_KIB, pinnedKiB, videoKiB } from './rules/memory-pinning.js';
-import { pinnedMemoryKiB } from './hook/running.js';
+import { ROM_ACPI_KIB, countedMemoryKiB, memoryBudget } from './domain/memory.js';
 import type { SevCaps } from './host/domcaps.js';
 import type { XmlElement } from './xml/xmlapi.js';
+
+export { mib, parseSize } from './domain/units.js';
 
 /** One guest, or `count` identical ones (from --guests). Sizes are per guest, in KiB. */
 export interface PlannedGuest {
@@ -22,11 +23,18 @@ export interface PlannedGuest {
   es: boolean;
   ramKiB: number;
   videoKiB: number;
-  qemuKiB: number;
-  /** An existing <memtune><hard_limit> above RAM + video + QEMU: the hook counts that instead. */
-  hardLimitKiB: number | null;
-  /** What one such guest pins: the larger of RAM + video + QEMU and its hard_limit. */
+  /** QEMU's ROMs and ACPI tables, pinned beside RAM. */
+  romKiB: number;
+  /** What SEV pins: RAM + video + ROM/ACPI. */
   pinnedKiB: number;
+  /** QEMU's own process memory above the pinned part (--qemu-overhead, qemu_overhead_mib). */
+  overheadKiB: number;
+  /** The whole QEMU process: pinned + overhead, the hard_limit the filter writes. */
+  ceilingKiB: number;
+  /** An existing <memtune><hard_limit> above the ceiling: the hook counts that instead. */
+  hardLimitKiB: number | null;
+  /** What the hook counts for one such guest: the larger of its ceiling and its hard_limit. */
+  countedKiB: number;
 }
 
 export interface SkippedDomain {
@@ -62,6 +70,9 @@ export interface Plan {
   guests: PlannedGuest[];
   skipped: SkippedDomain[];
   memory: {
+    /** What the guests may use in all (their counted memory). */
+    guestsKiB: number;
+    /** The part of it SEV pins. */
     pinnedKiB: number;
     hostReserveKiB: number;
     hostReserveSource: string;
@@ -80,22 +91,9 @@ export interface Plan {
   };
 }
 
-/**
- * A size such as 4GiB, 512MiB, 4G or 1000000KB, with libvirt's unit rules
- * (k/KiB = 1024, KB = 1000, b = bytes; no unit means KiB), in KiB rounded up.
- */
-export function parseSize(text: string, option: string): number {
-  const m = /^\s*([0-9]+)\s*([A-Za-z]*)\s*$/.exec(text);
-  if (!m) fail({ kind: 'usage', message: `${option} '${text}' is not a size such as 4GiB or 512MiB` });
-  const scale = unitBytes(m[2] === '' ? undefined : m[2]);
-  if (scale === undefined) fail({ kind: 'usage', message: `${option} '${text}': unknown unit '${m[2]}' (use KiB, MiB, GiB, TiB, or KB, MB, GB, TB)` });
-  const kib = Math.ceil((Number(m[1]) * scale) / 1024);
-  if (!Number.isSafeInteger(kib)) fail({ kind: 'usage', message: `${option} '${text}' is too large` });
-  return kib;
-}
-
 /** `count` guests of the same size (the --guests form). */
-export function countedGuests(count: number, ramKiB: number, videoKiBEach: number, policy: number): PlannedGuest {
+export function countedGuests(count: number, ramKiB: number, videoKiBEach: number, policy: number, overheadKiB: number): PlannedGuest {
+  const pinnedKiB = ramKiB + videoKiBEach + ROM_ACPI_KIB;
   return {
     name: 'guest',
     source: '--guests',
@@ -103,9 +101,12 @@ export function countedGuests(count: number, ramKiB: number, videoKiBEach: numbe
     es: (policy & POLICY_ES) !== 0,
     ramKiB,
     videoKiB: videoKiBEach,
-    qemuKiB: QEMU_OVERHEAD_KIB,
+    romKiB: ROM_ACPI_KIB,
+    pinnedKiB,
+    overheadKiB,
+    ceilingKiB: pinnedKiB + overheadKiB,
     hardLimitKiB: null,
-    pinnedKiB: ramKiB + videoKiBEach + QEMU_OVERHEAD_KIB,
+    countedKiB: pinnedKiB + overheadKiB,
   };
 }
 
@@ -126,22 +127,19 @@ function wantsEs(domain: XmlElement): boolean {
 }
 
 /** The planned guest for an SEV domain (tagged, or with launchSecurity); the caller decides which domains are SEV. */
-export function domainGuest(domain: XmlElement, source: string): PlannedGuest {
+export function domainGuest(domain: XmlElement, source: string, overheadKiB: number): PlannedGuest {
   const name = domain.first('name')?.text().trim() || source;
   try {
-    const video = (domain.first('devices')?.elements('video') ?? []).reduce((s, v) => s + videoKiB(v), 0);
-    const estimate = pinnedKiB(domain);
-    const pinned = pinnedMemoryKiB(domain);
+    const b = memoryBudget(domain, overheadKiB);
+    const counted = countedMemoryKiB(domain, overheadKiB);
     return {
       name,
       source,
       count: 1,
       es: wantsEs(domain),
-      ramKiB: estimate - video - QEMU_OVERHEAD_KIB,
-      videoKiB: video,
-      qemuKiB: QEMU_OVERHEAD_KIB,
-      hardLimitKiB: pinned > estimate ? pinned : null,
-      pinnedKiB: pinned,
+      ...b,
+      hardLimitKiB: counted > b.ceilingKiB ? counted : null,
+      countedKiB: counted,
     };
   } catch (e: unknown) {
     // The rules name the element; the operator also needs the file.
@@ -156,8 +154,9 @@ function slotCheck(needed: number, available: number | undefined, known: boolean
 }
 
 export function makePlan(input: PlanInput): Plan {
+  const guestsKiB = input.guests.reduce((s, g) => s + g.count * g.countedKiB, 0);
   const pinned = input.guests.reduce((s, g) => s + g.count * g.pinnedKiB, 0);
-  const needed = pinned + input.hostReserveKiB;
+  const needed = guestsKiB + input.hostReserveKiB;
   const memoryFits = needed <= input.memTotalKiB;
   const sevNeeded = input.guests.filter((g) => !g.es).reduce((s, g) => s + g.count, 0);
   const esNeeded = input.guests.filter((g) => g.es).reduce((s, g) => s + g.count, 0);
@@ -170,7 +169,7 @@ export function makePlan(input: PlanInput): Plan {
   const problems: string[] = [];
   if (!memoryFits)
     problems.push(
-      `memory: ${mib(pinned)} pinned by the SEV guests + ${mib(input.hostReserveKiB)} host reserve = ${mib(needed)}, ${mib(needed - input.memTotalKiB)} more than MemTotal ${mib(input.memTotalKiB, 'down')} (${input.memTotalSource})`,
+      `memory: ${mib(guestsKiB)} for the SEV guests + ${mib(input.hostReserveKiB)} host reserve = ${mib(needed)}, ${mib(needed - input.memTotalKiB)} more than MemTotal ${mib(input.memTotalKiB, 'down')} (${input.memTotalSource})`,
     );
   if (caps !== null && !caps.supported && sevNeeded + esNeeded > 0)
     problems.push(`slots: the host cannot run SEV guests (<sev supported='no'> in ${input.capsSource}); see \`sev-xform host\``);
@@ -192,6 +191,7 @@ export function makePlan(input: PlanInput): Plan {
     guests: [...input.guests],
     skipped: [...input.skipped],
     memory: {
+      guestsKiB,
       pinnedKiB: pinned,
       hostReserveKiB: input.hostReserveKiB,
       hostReserveSource: input.hostReserveSource,
@@ -205,22 +205,11 @@ export function makePlan(input: PlanInput): Plan {
   };
 }
 
-/**
- * KiB as MiB to a tenth (whole numbers without one), rounded up for what is needed
- * and down for what is available, so that a plan never looks roomier than it is.
- */
-export function mib(kib: number, round: 'up' | 'down' = 'up'): string {
-  const m = kib / 1024;
-  if (Number.isInteger(m)) return `${m} MiB`;
-  const tenths = round === 'up' ? Math.ceil(m * 10) : Math.floor(m * 10);
-  return `${tenths % 10 === 0 ? tenths / 10 : (tenths / 10).toFixed(1)} MiB`;
-}
-
 function guestLine(g: PlannedGuest): string {
   const kind = g.es ? 'SEV-ES' : 'SEV';
-  const sum = `${mib(g.ramKiB)} RAM + ${mib(g.videoKiB)} video + ${mib(g.qemuKiB)} QEMU = ${mib(g.ramKiB + g.videoKiB + g.qemuKiB)}`;
+  const sum = `${mib(g.ramKiB)} RAM + ${mib(g.videoKiB)} video + ${mib(g.romKiB)} ROM/ACPI = ${mib(g.pinnedKiB)} pinned + ${mib(g.overheadKiB)} QEMU process = ${mib(g.ceilingKiB)} ceiling`;
   const hard = g.hardLimitKiB !== null ? `; its hard_limit ${mib(g.hardLimitKiB)} is larger and counts` : '';
-  if (g.source === '--guests') return `guests   ${g.count} x ${kind} (--guests): ${sum} each${hard}, ${mib(g.count * g.pinnedKiB)} in all`;
+  if (g.source === '--guests') return `guests   ${g.count} x ${kind} (--guests): ${sum} each${hard}, ${mib(g.count * g.countedKiB)} in all`;
   return `guest    ${g.name} (${g.source}): ${kind}, ${sum}${hard}`;
 }
 
@@ -235,7 +224,7 @@ export function renderPlan(p: Plan): string {
   const count = p.guests.reduce((s, g) => s + g.count, 0);
   const m = p.memory;
   lines.push(
-    `memory   ${mib(m.pinnedKiB)} pinned by ${count} guest(s) + ${mib(m.hostReserveKiB)} host reserve (${m.hostReserveSource}) = ${mib(m.neededKiB)} of MemTotal ${mib(m.memTotalKiB, 'down')} (${m.memTotalSource}): ${
+    `memory   ${mib(m.guestsKiB)} for ${count} guest(s) (${mib(m.pinnedKiB)} of it pinned) + ${mib(m.hostReserveKiB)} host reserve (${m.hostReserveSource}) = ${mib(m.neededKiB)} of MemTotal ${mib(m.memTotalKiB, 'down')} (${m.memTotalSource}): ${
       m.fits ? `fits, ${mib(m.spareKiB, 'down')} spare` : `does not fit, ${mib(-m.spareKiB)} short`
     }`,
   );

@@ -6,6 +6,8 @@ import { DEFAULT_SEV_POLICY, formatPolicy, parsePolicy } from '../domain/policy.
 import { parseDomainCaps, type SevCaps } from '../host/domcaps.js';
 import { parseHostCache } from '../host/cache.js';
 import { DEFAULT_RESERVE_MIB, parseHookConfig } from '../hook/config.js';
+import { DEFAULT_QEMU_OVERHEAD_MIB } from '../domain/memory.js';
+import { parseOverheadSize } from '../domain/units.js';
 import { hookPaths } from '../hook/run.js';
 import { readDomain } from '../transform.js';
 import { countedGuests, domainGuest, makePlan, memTotalFromMeminfo, parseSize, renderPlan, type PlannedGuest, type SkippedDomain } from '../plan.js';
@@ -26,15 +28,27 @@ function readOptional(io: Io, path: string, what: string): string | null {
   }
 }
 
-/** The hook's reserve, so that a plan that fits is one the hook admits. */
-function hostReserve(io: Io, option: unknown): { kib: number; source: string } {
-  if (typeof option === 'string') return { kib: parseSize(option, '--host-reserve'), source: '--host-reserve' };
+/** The hook's configuration text and path, or null text when the file is absent. */
+function hookConfigText(io: Io): { path: string; text: string | null } {
   const path = hookPaths(io).config;
-  const text = readOptional(io, path, 'hook configuration');
-  if (text === null) return { kib: DEFAULT_RESERVE_MIB * 1024, source: `the hook's default; ${path} absent` };
-  const config = parseHookConfig(text, path);
-  const set = /^\s*reserve_mib\s*=/m.test(text);
-  return { kib: config.reserveMiB * 1024, source: set ? `reserve_mib in ${path}` : `the hook's default; not set in ${path}` };
+  return { path, text: readOptional(io, path, 'hook configuration') };
+}
+
+/** A hook.conf setting in KiB, so that a plan that fits is one the hook admits: the option, else the file, else the hook's default. */
+function hookSetting(
+  io: Io,
+  option: unknown,
+  flag: string,
+  key: 'reserve_mib' | 'qemu_overhead_mib',
+  parse: (text: string, option: string) => number,
+): { kib: number; source: string } {
+  if (typeof option === 'string') return { kib: parse(option, flag), source: flag };
+  const { path, text } = hookConfigText(io);
+  const config = text === null ? undefined : parseHookConfig(text, path);
+  const mibValue = key === 'reserve_mib' ? (config?.reserveMiB ?? DEFAULT_RESERVE_MIB) : (config?.qemuOverheadMiB ?? DEFAULT_QEMU_OVERHEAD_MIB);
+  if (text === null) return { kib: mibValue * 1024, source: `the hook's default; ${path} absent` };
+  const set = new RegExp(`^\\s*${key}\\s*=`, 'm').test(text);
+  return { kib: mibValue * 1024, source: set ? `${key} in ${path}` : `the hook's default; not set in ${path}` };
 }
 
 function memTotal(option: unknown): { kib: number; source: string } {
@@ -103,6 +117,10 @@ export const planCommand: CommandSpec = {
         type: 'string',
         describe: `memory SEV guests may never pin (default: reserve_mib in $SEV_XFORM_HOOK_CONF or /etc/sev-xform/hook.conf, else the hook's ${DEFAULT_RESERVE_MIB}MiB)`,
       })
+      .option('qemu-overhead', {
+        type: 'string',
+        describe: `QEMU's own memory per guest above what SEV pins, with a unit, e.g. 256MiB (default: qemu_overhead_mib in hook.conf, else ${DEFAULT_QEMU_OVERHEAD_MIB}MiB); the filter's --qemu-overhead`,
+      })
       .option('mem-total', { type: 'string', describe: `the host's memory (default: MemTotal in ${MEMINFO})` })
       .option('domcaps', { type: 'string', describe: 'host domain capabilities XML, for maxGuests and maxESGuests' })
       .option('cache', {
@@ -123,6 +141,7 @@ export const planCommand: CommandSpec = {
     if (guestsArg === undefined && dir === undefined && files.length === 0)
       fail({ kind: 'usage', message: 'nothing to plan: give --guests N --memory SIZE, --domains DIR, or domain XML files' });
 
+    const overhead = hookSetting(io, args['qemu-overhead'], '--qemu-overhead', 'qemu_overhead_mib', parseOverheadSize);
     const guests: PlannedGuest[] = [];
     const skipped: SkippedDomain[] = [];
     if (guestsArg !== undefined) {
@@ -130,15 +149,15 @@ export const planCommand: CommandSpec = {
       const ram = parseSize(String(args['memory']), '--memory');
       const video = parseSize(String(args['video'] ?? '0'), '--video');
       const policy = parsePolicy(String(args['policy'] ?? formatPolicy(DEFAULT_SEV_POLICY)), '--policy');
-      guests.push(countedGuests(count, ram, video, policy));
+      guests.push(countedGuests(count, ram, video, policy, overhead.kib));
     }
     for (const file of [...(dir !== undefined ? domainFiles(dir) : []), ...files]) {
       const domain = readDomain(await readInput(io, file), file).root;
-      if (isSevDomain(domain)) guests.push(domainGuest(domain, file));
+      if (isSevDomain(domain)) guests.push(domainGuest(domain, file, overhead.kib));
       else skipped.push({ source: file, reason: 'neither the sev-xform tag nor <launchSecurity>: not an SEV guest' });
     }
 
-    const reserve = hostReserve(io, args['host-reserve']);
+    const reserve = hookSetting(io, args['host-reserve'], '--host-reserve', 'reserve_mib', parseSize);
     const total = memTotal(args['mem-total']);
     const caps = sevCaps(io, args['domcaps'], args['cache']);
     const plan = makePlan({

@@ -7,6 +7,8 @@ import { transformDomain } from '../transform.js';
 import { hostFacts } from '../host/facts.js';
 import { defaultFirmwareDirs } from '../host/firmware.js';
 import type { HostFacts, MemoryPinning, TransformOptions } from '../rules/types.js';
+import { DEFAULT_QEMU_OVERHEAD_MIB } from '../domain/memory.js';
+import { parseOverheadSize } from '../domain/units.js';
 import type { Io } from '../io.js';
 import { readInput } from './input.js';
 import type { CommandSpec } from './types.js';
@@ -43,6 +45,10 @@ const CONVERSION_FLAGS: Record<string, Flag> = {
     type: 'string',
     default: 'auto',
     describe: "'auto' (<os firmware='efi'>, libvirt picks an amd-sev firmware) or the path of an OVMF code file",
+  },
+  'qemu-overhead': {
+    type: 'string',
+    describe: `QEMU's own memory above what SEV pins, added to the hard_limit, with a unit, e.g. 512MiB (default ${DEFAULT_QEMU_OVERHEAD_MIB}MiB; set the hook's qemu_overhead_mib to match)`,
   },
   all: { type: 'boolean', default: false, describe: 'convert untagged domains too' },
 };
@@ -104,10 +110,12 @@ export function transformOptionsFrom(args: Record<string, unknown>): TransformOp
   const firmware = String(args['firmware'] ?? 'auto');
   if (firmware !== 'auto' && !firmware.startsWith('/'))
     throw new FailureError({ kind: 'usage', message: `--firmware must be 'auto' or an absolute path, not '${firmware}'` });
+  const overhead = args['qemu-overhead'];
   return {
     policy: args['policy'] as string | undefined,
     memoryPinning: args['memory-pinning'] as MemoryPinning | undefined,
     firmware,
+    ...(typeof overhead === 'string' ? { qemuOverheadKiB: parseOverheadSize(overhead, '--qemu-overhead') } : {}),
   };
 }
 

@@ -8,6 +8,25 @@ import { DEVICES_ORDER, DEVICE_CHILD_ORDER, DOMAIN_ORDER } from './libvirt-order
 
 export const VIRTIO_MODELS = new Set(['virtio', 'virtio-transitional', 'virtio-non-transitional']);
 
+/**
+ * A user alias (`<alias name='ua-...'/>`), which management tools set to address a
+ * device by; undefined for none or for one libvirt generated (it regenerates those).
+ */
+export function userAlias(el: XmlElement): string | undefined {
+  const name = el.first('alias')?.attr('name');
+  return name !== undefined && name.startsWith('ua-') ? name : undefined;
+}
+
+/**
+ * Removes a device; when it carries a user alias, a warning names it, since
+ * management tools address devices by it and would now find nothing.
+ */
+export function removeDevice(el: XmlElement, what: string, warn: (message: string) => void): void {
+  const alias = userAlias(el);
+  removeElement(el);
+  if (alias !== undefined) warn(`${what} with user alias '${alias}' was removed: tools that address it by that alias must be updated`);
+}
+
 export function devicesOf(domain: XmlElement): XmlElement {
   return ensureChild(domain, 'devices', DOMAIN_ORDER);
 }
@@ -157,6 +176,17 @@ export function moveDiskToVirtioScsi(devices: XmlElement, disk: XmlElement, adde
 
 const BOOT_DEVICE: Record<string, string> = { cdrom: 'cdrom', fd: 'floppy' };
 
+/** What `<os><boot dev=X>` boots: libvirt gives 'network' to the first <interface>, the others to a disk of that kind. */
+function bootTarget(devices: XmlElement, disks: readonly XmlElement[], disk: XmlElement, dev: string): XmlElement | undefined {
+  if (dev === 'hd') return disk;
+  if (dev === 'network') return devices.elements('interface')[0];
+  return disks.find((d) => diskDevice(d) === BOOT_DEVICE[dev]);
+}
+
+function deviceLabel(dev: XmlElement): string {
+  return dev.name === 'disk' ? dev.first('target')?.attr('dev') ?? '?' : describeDevice(dev);
+}
+
 /**
  * Keeps a moved boot disk the one that boots. `<os><boot dev='hd'/>` boots the
  * first disk in libvirt's own order (grouped by bus, then by name), which the
@@ -176,10 +206,10 @@ export function pinBootDisk(domain: XmlElement, devices: XmlElement, disk: XmlEl
   let order = 1;
   const given: string[] = [];
   for (const dev of sequence) {
-    const target = dev === 'hd' ? disk : disks.find((d) => diskDevice(d) === BOOT_DEVICE[dev]);
+    const target = bootTarget(devices, disks, disk, dev);
     if (!target || bootOrder(target) !== undefined) continue;
-    insertOrdered(target, createElement('boot', [['order', String(order)]]), DEVICE_CHILD_ORDER['disk']!);
-    given.push(`${target.first('target')?.attr('dev') ?? '?'}=${order}`);
+    insertOrdered(target, createElement('boot', [['order', String(order)]]), DEVICE_CHILD_ORDER[target.name]!);
+    given.push(`${deviceLabel(target)}=${order}`);
     order++;
   }
   for (const b of entries) removeElement(b);

@@ -3,9 +3,12 @@
 //
 //   # MiB of host memory that SEV guests' pinned memory may never use
 //   reserve_mib = 2048
+//   # MiB QEMU's own process may use above a guest's pinned memory
+//   qemu_overhead_mib = 256
 
 import { readFileSync } from 'node:fs';
 import { fail } from '../failure.js';
+import { DEFAULT_QEMU_OVERHEAD_MIB } from '../domain/memory.js';
 
 export const DEFAULT_HOOK_CONFIG = '/etc/sev-xform/hook.conf';
 
@@ -14,10 +17,16 @@ export const DEFAULT_RESERVE_MIB = 2048;
 
 export interface HookConfig {
   reserveMiB: number;
+  /** QEMU's process overhead per guest in the memory accounting; what `--qemu-overhead` gave the filter. */
+  qemuOverheadMiB: number;
 }
 
+const DEFAULT_CONFIG: HookConfig = { reserveMiB: DEFAULT_RESERVE_MIB, qemuOverheadMiB: DEFAULT_QEMU_OVERHEAD_MIB };
+
+const KEYS: Readonly<Record<string, keyof HookConfig>> = { reserve_mib: 'reserveMiB', qemu_overhead_mib: 'qemuOverheadMiB' };
+
 export function parseHookConfig(text: string, path: string): HookConfig {
-  const config: HookConfig = { reserveMiB: DEFAULT_RESERVE_MIB };
+  const config: HookConfig = { ...DEFAULT_CONFIG };
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i++) {
     const line = (lines[i] ?? '').replace(/#.*/, '').trim();
@@ -28,9 +37,10 @@ export function parseHookConfig(text: string, path: string): HookConfig {
     const key = m[1] ?? '';
     const value = m[2] ?? '';
     // An unknown key is an error, not ignored: a misspelt reserve would silently leave the default.
-    if (key !== 'reserve_mib') fail({ kind: 'io', what: where, message: `unknown key '${key}' (known: reserve_mib)` });
-    if (!/^[0-9]{1,9}$/.test(value)) fail({ kind: 'io', what: where, message: `reserve_mib '${value}' is not a whole number of MiB` });
-    config.reserveMiB = Number(value);
+    const field = Object.hasOwn(KEYS, key) ? KEYS[key] : undefined;
+    if (field === undefined) fail({ kind: 'io', what: where, message: `unknown key '${key}' (known: ${Object.keys(KEYS).join(', ')})` });
+    if (!/^[0-9]{1,9}$/.test(value)) fail({ kind: 'io', what: where, message: `${key} '${value}' is not a whole number of MiB` });
+    config[field] = Number(value);
   }
   return config;
 }
@@ -42,7 +52,7 @@ export function readHookConfig(path: string): HookConfig {
     text = readFileSync(path, 'utf8');
   } catch (e: unknown) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return { reserveMiB: DEFAULT_RESERVE_MIB };
+    if (code === 'ENOENT') return { ...DEFAULT_CONFIG };
     fail({ kind: 'io', what: path, message: `cannot read the hook configuration (${code ?? String(e)})` });
   }
   return parseHookConfig(text, path);

@@ -7,7 +7,7 @@
 
 import { join } from 'node:path';
 import { FailureError, renderFailure } from '../failure.js';
-import { checkDocument } from '../check.js';
+import { CHECK_OPTIONS, checkDocument } from '../check.js';
 import { TAG_NAMESPACE, findTag, isSevDomain } from '../domain/tag.js';
 import { POLICY_ES } from '../domain/policy.js';
 import { CACHE_FILE, hostFactsFromCache, readHostCache, stateDirOf } from '../host/cache.js';
@@ -121,8 +121,11 @@ function prepare(io: Io, name: string, input: string, doc: XmlDocument, paths: H
   const facts = hostFactsFromCache(cache, paths.cache);
   // Parsed before checking, so that a broken cache is reported as such and not as something to convert.
   const caps = facts.caps().sev;
+  // Read before checking: the memory rule must count the same QEMU overhead as the admission check below.
+  const config = readHookConfig(paths.config);
+  const overheadKiB = config.qemuOverheadMiB * 1024;
   // The rules change the document only where they report a problem, and then it is not read again.
-  const { problems } = checkDocument(doc, input, facts, undefined, 'the domain XML on stdin');
+  const { problems } = checkDocument(doc, input, facts, { ...CHECK_OPTIONS, qemuOverheadKiB: overheadKiB }, 'the domain XML on stdin');
   const first = problems[0];
   if (first !== undefined) {
     const all = findTag(domain) ? '' : ' --all';
@@ -141,7 +144,7 @@ function prepare(io: Io, name: string, input: string, doc: XmlDocument, paths: H
   // A correct SEV guest has launchSecurity with a policy (checkDomain would have said otherwise).
   const es = (launchPolicy(domain.first('launchSecurity')!, 'the domain XML on stdin') & POLICY_ES) !== 0;
   const self = { name, uuid: domain.first('uuid')?.text().trim().toLowerCase() };
-  const running = runningSevGuests(paths.runDir, self);
+  const running = runningSevGuests(paths.runDir, self, overheadKiB);
 
   // SEV and SEV-ES guests draw on separate pools of ASIDs (encryption key slots).
   const slots = es ? caps.maxESGuests : caps.maxGuests;
@@ -154,14 +157,13 @@ function prepare(io: Io, name: string, input: string, doc: XmlDocument, paths: H
       `refusing to start ${name}: the host has ${slots} ${kind} guest slot(s) (<${es ? 'maxESGuests' : 'maxGuests'}> in ${paths.cache}) and ${peers.length} ${kind} guest(s) already run (${names(peers)})`,
     );
 
-  const config = readHookConfig(paths.config);
-  const ownKiB = pinnedMemoryKiB(domain);
+  const ownKiB = pinnedMemoryKiB(domain, overheadKiB);
   const othersKiB = running.reduce((s, g) => s + g.pinnedKiB, 0);
   const usableKiB = cache.memTotalKiB - config.reserveMiB * 1024;
   if (ownKiB + othersKiB > usableKiB)
     return refuseWith(
       io,
-      `refusing to start ${name}: its pinned memory (${mib(ownKiB)} MiB) plus that of ${running.length} running SEV guest(s) (${mib(othersKiB)} MiB) exceeds MemTotal ${mib(cache.memTotalKiB)} MiB (${paths.cache}) minus the ${config.reserveMiB} MiB reserve (reserve_mib in ${paths.config}); SEV memory is pinned and cannot be over-committed`,
+      `refusing to start ${name}: its memory (${mib(ownKiB)} MiB: pinned RAM, video and ROMs plus ${config.qemuOverheadMiB} MiB for QEMU itself) plus that of ${running.length} running SEV guest(s) (${mib(othersKiB)} MiB) exceeds MemTotal ${mib(cache.memTotalKiB)} MiB (${paths.cache}) minus the ${config.reserveMiB} MiB reserve (reserve_mib in ${paths.config}); SEV memory is pinned and cannot be over-committed`,
     );
   return 0;
 }

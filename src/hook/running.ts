@@ -5,8 +5,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { FailureError, fail, renderFailure } from '../failure.js';
 import { POLICY_ES } from '../domain/policy.js';
-import { sizeKiB } from '../domain/units.js';
-import { pinnedKiB } from '../rules/memory-pinning.js';
+import { DEFAULT_QEMU_OVERHEAD_KIB, countedMemoryKiB } from '../domain/memory.js';
 import { readXml } from '../xml/read.js';
 import { XmlInputError } from '../xml/errors.js';
 import type { XmlElement } from '../xml/xmlapi.js';
@@ -22,10 +21,12 @@ export interface RunningSevGuest {
   pinnedKiB: number;
 }
 
-/** Pinned memory of an SEV domain: its hard limit, or the estimate when memory is locked without one, whichever is larger. */
-export function pinnedMemoryKiB(domain: XmlElement): number {
-  const hard = domain.first('memtune')?.first('hard_limit');
-  return Math.max(pinnedKiB(domain), hard ? sizeKiB(hard) : 0);
+/**
+ * Memory an SEV domain holds: pinned RAM, video and ROMs plus QEMU's process
+ * (qemu_overhead_mib), or its hard_limit when larger; the filter and `plan` count the same.
+ */
+export function pinnedMemoryKiB(domain: XmlElement, overheadKiB: number = DEFAULT_QEMU_OVERHEAD_KIB): number {
+  return countedMemoryKiB(domain, overheadKiB);
 }
 
 /** Policy bits of a launchSecurity element; a running guest's policy was accepted by libvirt, so only its form is checked. */
@@ -36,7 +37,11 @@ export function launchPolicy(ls: XmlElement, where: string): number {
 }
 
 /** Every running SEV guest except `self` (matched by name or uuid), in file-name order. */
-export function runningSevGuests(runDir: string, self: { name: string; uuid: string | undefined }): RunningSevGuest[] {
+export function runningSevGuests(
+  runDir: string,
+  self: { name: string; uuid: string | undefined },
+  overheadKiB: number = DEFAULT_QEMU_OVERHEAD_KIB,
+): RunningSevGuest[] {
   let names: string[];
   try {
     names = readdirSync(runDir);
@@ -60,7 +65,7 @@ export function runningSevGuests(runDir: string, self: { name: string; uuid: str
     }
     // Only guests with launchSecurity hold ASIDs and pinned memory; skip parsing the rest.
     if (!text.includes('<launchSecurity')) continue;
-    const guest = sevGuestOf(text, file);
+    const guest = sevGuestOf(text, file, overheadKiB);
     if (!guest) continue;
     if (guest.name === self.name || (self.uuid !== undefined && guest.uuid === self.uuid)) continue;
     out.push({ name: guest.name, file, es: guest.es, pinnedKiB: guest.pinnedKiB });
@@ -68,7 +73,7 @@ export function runningSevGuests(runDir: string, self: { name: string; uuid: str
   return out;
 }
 
-function sevGuestOf(text: string, file: string): (RunningSevGuest & { uuid: string | undefined }) | undefined {
+function sevGuestOf(text: string, file: string, overheadKiB: number): (RunningSevGuest & { uuid: string | undefined }) | undefined {
   try {
     const root = readXml(text, file).root;
     // libvirt wraps the live definition in <domstatus>; accept a bare <domain> too.
@@ -84,7 +89,7 @@ function sevGuestOf(text: string, file: string): (RunningSevGuest & { uuid: stri
       uuid: domain.first('uuid')?.text().trim().toLowerCase(),
       file,
       es,
-      pinnedKiB: pinnedMemoryKiB(domain),
+      pinnedKiB: pinnedMemoryKiB(domain, overheadKiB),
     };
   } catch (e: unknown) {
     if (e instanceof XmlInputError) fail({ kind: 'io', what: file, message: e.message.replace(`${file}: `, '') });

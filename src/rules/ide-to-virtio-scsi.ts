@@ -1,5 +1,4 @@
-import { removeElement } from '../xml/edit.js';
-import { bootDisk, devicesOf, diskBus, diskDevice, moveDiskToVirtioScsi, pinBootDisk } from '../domain/devices.js';
+import { bootDisk, devicesOf, diskBus, diskDevice, moveDiskToVirtioScsi, pinBootDisk, removeDevice } from '../domain/devices.js';
 import type { Rule } from './types.js';
 
 export const ideToVirtioScsi: Rule = {
@@ -21,7 +20,7 @@ export const ideToVirtioScsi: Rule = {
     if (pinned) ctx.change(pinned);
     for (const ctrl of devices.elements('controller')) {
       if (ctrl.attr('type') !== 'ide') continue;
-      removeElement(ctrl);
+      removeDevice(ctrl, "<controller type='ide'>", ctx.warn);
       ctx.change('removed the IDE controller: q35 has none');
     }
   },

@@ -1,57 +1,20 @@
 import { createElement, ensureChild, insertOrdered } from '../xml/edit.js';
-import type { XmlElement } from '../xml/xmlapi.js';
-import { refuse } from '../failure.js';
 import { DOMAIN_ORDER, MEMORY_BACKING_ORDER, MEMTUNE_ORDER } from '../domain/libvirt-order.js';
-import { sizeKiB } from '../domain/units.js';
+import { mib, sizeKiB } from '../domain/units.js';
+import { DEFAULT_QEMU_OVERHEAD_KIB, memoryBudget, type MemoryBudget } from '../domain/memory.js';
 import type { Rule, RuleContext } from './types.js';
-
-/**
- * QEMU's own pinned regions beside guest RAM: UEFI ROM 4096 KiB, UEFI var store
- * 4096 KiB, pc.rom 128 KiB, isa-bios 128 KiB, ACPI tables 2384 KiB = 10832 KiB,
- * rounded up to 16 MiB so at least 256 KiB of padding remain.
- */
-export const QEMU_OVERHEAD_KIB = 16 * 1024;
-
-/** Video RAM libvirt assumes when a model gives none (virDomainVideoDefaultRAM). */
-const DEFAULT_VIDEO_KIB: Record<string, number> = {
-  qxl: 65536 + 65536 + 16384,
-  vga: 16384,
-  cirrus: 16384,
-  vmvga: 16384,
-  bochs: 16384,
-};
-
-export function videoKiB(video: XmlElement): number {
-  const model = video.first('model');
-  if (!model) return 0;
-  let sum = 0;
-  let any = false;
-  for (const attr of ['ram', 'vram', 'vram64', 'vgamem']) {
-    const v = model.attr(attr);
-    if (v === undefined) continue;
-    if (!/^[0-9]+$/.test(v)) refuse(model.path(), `${attr}='${v}' is not a whole number of KiB`);
-    sum += Number(v);
-    any = true;
-  }
-  return any ? sum : DEFAULT_VIDEO_KIB[model.attr('type') ?? ''] ?? 0;
-}
-
-/** Guest RAM (the hot-plug ceiling when there is one) + video memory + QEMU's regions, in KiB. */
-export function pinnedKiB(domain: XmlElement): number {
-  const memory = domain.first('memory');
-  if (!memory) refuse('domain/memory', 'missing: cannot size the pinned memory');
-  const max = domain.first('maxMemory');
-  let ram = sizeKiB(memory);
-  if (max) ram = Math.max(ram, sizeKiB(max));
-  const video = (domain.first('devices')?.elements('video') ?? []).reduce((s, v) => s + videoKiB(v), 0);
-  return ram + video + QEMU_OVERHEAD_KIB;
-}
 
 function ensureLocked(ctx: RuleContext): void {
   const backing = ensureChild(ctx.domain, 'memoryBacking', DOMAIN_ORDER);
   if (backing.first('locked')) return;
   insertOrdered(backing, createElement('locked'), MEMORY_BACKING_ORDER);
   ctx.change('added <memoryBacking><locked/>: SEV pages must stay in RAM (protect the host with a machine.slice limit)');
+}
+
+/** "4096 MiB RAM + 16 MiB video + 16 MiB ROM/ACPI pinned, + 256 MiB for the QEMU process". */
+function breakdown(b: MemoryBudget): string {
+  const video = b.videoKiB > 0 ? ` + ${mib(b.videoKiB)} video` : '';
+  return `${mib(b.ramKiB)} RAM${video} + ${mib(b.romKiB)} ROM/ACPI = ${mib(b.pinnedKiB)} pinned by SEV, + ${mib(b.overheadKiB)} for the QEMU process itself = ${mib(b.ceilingKiB)} process ceiling`;
 }
 
 export const memoryPinning: Rule = {
@@ -64,7 +27,10 @@ export const memoryPinning: Rule = {
       ensureLocked(ctx);
       return;
     }
-    const needed = pinnedKiB(domain);
+    // hard_limit is the memory cgroup limit of the whole QEMU process: SEV pins
+    // RAM, video and ROMs at launch, and QEMU itself must fit beside them.
+    const budget = memoryBudget(domain, ctx.options.qemuOverheadKiB ?? DEFAULT_QEMU_OVERHEAD_KIB);
+    const needed = budget.ceilingKiB;
     const memtune = domain.first('memtune');
     const hard = memtune?.first('hard_limit');
     if (hard && sizeKiB(hard) >= needed) return;
@@ -72,11 +38,11 @@ export const memoryPinning: Rule = {
       const old = `${hard.text().trim()} ${hard.attr('unit') ?? 'KiB'}`;
       hard.setAttr('unit', 'KiB');
       hard.setText(String(needed));
-      ctx.change(`raised <memtune><hard_limit> from ${old} to ${needed} KiB: below guest RAM + video + 16 MiB the guest is killed`);
+      ctx.change(`raised <memtune><hard_limit> from ${old} to ${needed} KiB: it limits the whole QEMU process, ${breakdown(budget)}; below that QEMU is killed`);
     } else {
       const tune = memtune ?? ensureChild(domain, 'memtune', DOMAIN_ORDER);
       insertOrdered(tune, createElement('hard_limit', [['unit', 'KiB']], String(needed)), MEMTUNE_ORDER);
-      ctx.change(`added <memtune><hard_limit unit='KiB'>${needed}</hard_limit>: SEV pages are pinned; guest RAM + video + 16 MiB for QEMU's ROMs and ACPI tables`);
+      ctx.change(`added <memtune><hard_limit unit='KiB'>${needed}</hard_limit>: SEV pins guest memory and the limit covers the whole QEMU process: ${breakdown(budget)}`);
     }
     // libvirt refuses a hard_limit above swap_hard_limit.
     const swap = domain.first('memtune')?.first('swap_hard_limit');

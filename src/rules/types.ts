@@ -11,6 +11,8 @@ export interface TransformOptions {
   memoryPinning?: MemoryPinning;
   /** `--firmware`: 'auto' (libvirt picks an SEV firmware) or the path of an OVMF code file. */
   firmware: string;
+  /** `--qemu-overhead`: QEMU's own process memory above the pinned part, in KiB; undefined means DEFAULT_QEMU_OVERHEAD_KIB. */
+  qemuOverheadKiB?: number;
 }
 
 /** What the rules may ask about the host; read lazily, so untagged domains never touch it. */

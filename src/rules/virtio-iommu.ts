@@ -1,10 +1,19 @@
-import { createElement, insertAfter, insertOrdered } from '../xml/edit.js';
+import { createElement, insertAfter, insertOrdered, removeElement } from '../xml/edit.js';
 import type { XmlElement } from '../xml/xmlapi.js';
 import { DEVICES_ORDER, DEVICE_CHILD_ORDER } from '../domain/libvirt-order.js';
-import { VIRTIO_MODELS, describeDevice, devicesOf, diskBus, isVirtioScsi } from '../domain/devices.js';
+import { VIRTIO_MODELS, describeDevice, devicesOf, diskBus, isVirtioScsi, userAlias } from '../domain/devices.js';
 import type { Rule, RuleContext } from './types.js';
 
-/** The virtio devices of the reference list; nothing else may carry iommu (libvirt rejects it). */
+/**
+ * The virtio devices of a q35 domain, each of which gets <driver iommu='on'/>.
+ * The list follows where libvirt's schema (src/conf/schemas/domaincommon.rng)
+ * references `virtioOptions`: the disk driver, the controller driver, the
+ * filesystem driver (9p and virtiofs alike), the interface driver, the video
+ * driver, and the <driver> of memballoon, vsock, input and rng; crypto (libvirt
+ * >= 9.1) likewise. Nothing else may carry iommu: libvirt rejects it with "iommu
+ * driver option is only supported for virtio devices" (an IDE CD-ROM, an e1000 NIC,
+ * a USB controller), so those are left alone.
+ */
 function isVirtioDevice(dev: XmlElement): boolean {
   switch (dev.name) {
     case 'disk':
@@ -15,18 +24,34 @@ function isVirtioDevice(dev: XmlElement): boolean {
       return isVirtioScsi(dev) || dev.attr('type') === 'virtio-serial';
     case 'memballoon':
     case 'rng':
-    case 'vsock':
     case 'crypto':
       return VIRTIO_MODELS.has(dev.attr('model') ?? '');
+    case 'vsock':
+      // vhost-vsock is virtio whatever its optional model says.
+      return true;
     case 'video':
       return dev.first('model')?.attr('type') === 'virtio';
     case 'input':
       return dev.attr('bus') === 'virtio';
     case 'filesystem':
-      return dev.first('driver')?.attr('type') === 'virtiofs';
+      return isVirtioFilesystem(dev);
     default:
       return false;
   }
+}
+
+/**
+ * QEMU shares a host folder as virtio-9p (driver type 'path' or 'handle', or no
+ * driver type at all) or virtio-fs (type 'virtiofs'); both are virtio devices, and
+ * under memory encryption Linux refuses a virtio device without ACCESS_PLATFORM.
+ * The other driver types (loop, nbd, ploop) and filesystem types belong to LXC and
+ * other hypervisors, which QEMU refuses anyway.
+ */
+function isVirtioFilesystem(fs: XmlElement): boolean {
+  const type = fs.attr('type');
+  if (type !== undefined && type !== 'mount') return false;
+  const driverType = fs.first('driver')?.attr('type');
+  return driverType === undefined || driverType === 'path' || driverType === 'handle' || driverType === 'virtiofs';
 }
 
 /** Channels and consoles whose target is virtio ride on a virtio-serial controller. */
@@ -46,20 +71,83 @@ function ensureVirtioSerial(ctx: RuleContext, devices: XmlElement): void {
   ctx.change("added <controller type='virtio-serial' index='0'>: explicit, so it can carry iommu for the virtio channels");
 }
 
-/** Without a <memballoon>, libvirt adds a virtio one of its own, without iommu. */
-function ensureMemballoon(ctx: RuleContext, devices: XmlElement): void {
-  if (devices.first('memballoon')) return;
-  insertOrdered(devices, createElement('memballoon', [['model', 'virtio']]), DEVICES_ORDER);
-  ctx.change("added <memballoon model='virtio'>: explicit, so libvirt's default balloon carries iommu");
+const BALLOON_WHY =
+  "an SEV guest's balloon cannot work: Linux's virtio_balloon driver clears ACCESS_PLATFORM, so with iommu QEMU refuses its features and the guest gets no driver, and SEV memory is pinned, so ballooning could not return it anyway";
+
+/**
+ * The balloon becomes model 'none'. Without any <memballoon> libvirt adds a
+ * virtio one of its own, so 'none' is written explicitly. libvirt builds no
+ * device for 'none': its stats, driver, address and alias describe nothing, and
+ * are dropped with the autodeflate and freePageReporting switches.
+ */
+function disableBalloon(ctx: RuleContext, devices: XmlElement): void {
+  const balloons = devices.elements('memballoon');
+  if (balloons.length === 0) {
+    insertOrdered(devices, createElement('memballoon', [['model', 'none']]), DEVICES_ORDER);
+    ctx.change(`added <memballoon model='none'/>: otherwise libvirt adds a virtio balloon; ${BALLOON_WHY}`);
+    return;
+  }
+  for (const balloon of balloons) {
+    const model = balloon.attr('model');
+    const extraAttrs = balloon.attrs.some((a) => a.name !== 'model');
+    const children = balloon.elements();
+    if (model === 'none' && !extraAttrs && children.length === 0) continue;
+    const alias = userAlias(balloon);
+    if (alias !== undefined)
+      ctx.warn(`<memballoon> with user alias '${alias}' was removed (it is model 'none' now): tools that address the balloon by that alias must stop`);
+    for (const a of [...balloon.attrs]) if (a.name !== 'model') balloon.removeAttr(a.name);
+    for (const child of children) removeElement(child);
+    balloon.setAttr('model', 'none');
+    ctx.change(`<memballoon model='${model ?? ''}'> -> <memballoon model='none'/>: ${BALLOON_WHY}`);
+  }
+}
+
+/**
+ * Where each device kind keeps a virtio model that can be transitional. Not
+ * <input>: virtio-input is virtio 1.0 only, and libvirt refuses either model on it.
+ */
+function modelHolder(dev: XmlElement): { el: XmlElement; attr: string } | undefined {
+  switch (dev.name) {
+    case 'interface':
+      return dev.first('model') ? { el: dev.first('model')!, attr: 'type' } : undefined;
+    case 'disk':
+    case 'controller':
+    case 'memballoon':
+    case 'rng':
+    case 'vsock':
+    case 'filesystem':
+    case 'hostdev':
+    case 'crypto':
+      return { el: dev, attr: 'model' };
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * A transitional virtio device also offers the legacy (pre-1.0) interface, which
+ * cannot negotiate the IOMMU platform: QEMU refuses it with iommu ("VIRTIO_F_IOMMU_PLATFORM
+ * was supported by neither legacy nor transitional device"), so the guest never starts.
+ */
+function nonTransitional(ctx: RuleContext, devices: XmlElement): void {
+  for (const dev of devices.elements()) {
+    const holder = modelHolder(dev);
+    if (!holder || holder.el.attr(holder.attr) !== 'virtio-transitional') continue;
+    holder.el.setAttr(holder.attr, 'virtio-non-transitional');
+    ctx.change(
+      `${describeDevice(dev)}: virtio-transitional -> virtio-non-transitional: QEMU refuses a transitional virtio device with iommu_platform (its legacy interface cannot use the IOMMU)`,
+    );
+  }
 }
 
 export const virtioIommu: Rule = {
   name: 'virtio-iommu',
-  description: "sets <driver iommu='on'/> on every virtio device",
+  description: "sets <driver iommu='on'/> on every virtio device, makes transitional ones non-transitional, and turns the balloon off",
   apply(ctx) {
     const devices = devicesOf(ctx.domain);
     ensureVirtioSerial(ctx, devices);
-    ensureMemballoon(ctx, devices);
+    disableBalloon(ctx, devices);
+    nonTransitional(ctx, devices);
     for (const dev of devices.elements()) {
       if (!isVirtioDevice(dev)) continue;
       const driver = dev.first('driver');

@@ -1,7 +1,9 @@
 // `sev-xform check`: the rules' own verdict on a domain, without changing it.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { runCli } from '../support/run-cli.js';
 import { goldenCases } from '../support/fixtures.js';
 
@@ -14,7 +16,8 @@ test('every golden output converted on the default host is a correct SEV guest',
     if (!existsSync(`${dir}/out.xml`) || existsSync(`${dir}/args.json`)) continue;
     const out = readFileSync(`${dir}/out.xml`, 'utf8');
     if (out === readFileSync(`${dir}/in.xml`, 'utf8') && !out.includes('<launchSecurity')) continue;
-    const r = await runCli(['check', ...HOST, `${dir}/out.xml`]);
+    // No hook.conf: the outputs were converted with the default QEMU overhead.
+    const r = await runCli(['check', ...HOST, `${dir}/out.xml`], { env: { HOME: '/nonexistent', SEV_XFORM_HOOK_CONF: '/nonexistent/hook.conf' } });
     assert.is(r.code, 0, `${name}: ${r.stdout}${r.stderr}`);
     assert.is(r.stdout, 'a correct SEV guest\n');
     checked++;
@@ -42,6 +45,26 @@ test('an untagged domain without launchSecurity is not an SEV domain: exit 0', a
   const r = await runCli(['check', ...HOST, 'fixtures/untagged-i440fx-passthrough/in.xml']);
   assert.is(r.code, 0);
   assert.match(r.stdout, /^not an SEV domain/);
+});
+
+test("check counts QEMU's overhead as the hook does: qemu_overhead_mib in hook.conf, or --qemu-overhead", async () => {
+  // A 2 GiB guest converted with --qemu-overhead 128MiB: hard_limit 2064 + 128 MiB.
+  const golden = readFileSync('fixtures/memory-qemu-overhead-arg/out.xml', 'utf8');
+  const xml = golden.replace(`<hard_limit unit='KiB'>${(2064 + 512) * 1024}<`, `<hard_limit unit='KiB'>${(2064 + 128) * 1024}<`);
+  assert.ok(xml !== golden);
+  const none = { SEV_XFORM_HOOK_CONF: '/nonexistent/hook.conf' };
+  const byDefault = await runCli(['check', ...HOST, '-'], { stdin: xml, env: none });
+  assert.is(byDefault.code, 1);
+  assert.match(byDefault.stdout, /^memory-pinning: needs change: raised <memtune><hard_limit>/);
+  assert.is((await runCli(['check', ...HOST, '--qemu-overhead', '128MiB', '-'], { stdin: xml, env: none })).stdout, 'a correct SEV guest\n');
+  const dir = mkdtempSync(join(tmpdir(), 'sev-xform-check-test-'));
+  try {
+    writeFileSync(join(dir, 'hook.conf'), 'qemu_overhead_mib = 128\n');
+    const r = await runCli(['check', ...HOST, '-'], { stdin: xml, env: { SEV_XFORM_HOOK_CONF: join(dir, 'hook.conf') } });
+    assert.is(r.stdout, 'a correct SEV guest\n', r.stderr);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('launchSecurity without the tag is checked too', async () => {

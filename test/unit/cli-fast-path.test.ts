@@ -36,6 +36,10 @@ test('fast path and yargs give the same result for the same command line', async
     [...HOST, '--all', 'fixtures/untagged-i440fx-passthrough/in.xml'],
     [...HOST, IN, IN],
     [...HOST, 'fixtures/refuse-pci-hostdev/in.xml'],
+    [...HOST, '--qemu-overhead', '512MiB', IN],
+    [...HOST, '--qemu-overhead', '1G', IN],
+    [...HOST, '--qemu-overhead', '512', IN],
+    [...HOST, '--qemu-overhead', 'lots', IN],
   ];
   for (const argv of cases) {
     assert.ok(plainFilterArgs(argv) !== undefined, argv.join(' '));
@@ -47,6 +51,18 @@ test('fast path and yargs give the same result for the same command line', async
     const slow = await runCli(viaYargs);
     assert.equal(fast, slow, argv.join(' '));
   }
+});
+
+test('--qemu-overhead sets the hard_limit above the pinned memory; a bare number is refused as a usage error', async () => {
+  const hardLimit = (xml: string): number => Number(/<hard_limit unit='KiB'>(\d+)</.exec(xml)![1]);
+  const byDefault = await runCli([...HOST, IN]);
+  const bigger = await runCli([...HOST, '--qemu-overhead', '1GiB', IN]);
+  assert.is(bigger.code, 0, bigger.stderr);
+  assert.is(hardLimit(bigger.stdout) - hardLimit(byDefault.stdout), 1024 * 1024 - 256 * 1024);
+  const bare = await runCli([...HOST, '--qemu-overhead', '512', IN]);
+  assert.is(bare.code, 2);
+  assert.is(bare.stdout, '');
+  assert.is(bare.stderr, "sev-xform: --qemu-overhead '512' needs a unit, e.g. 256MiB (a bare number would be KiB)\n");
 });
 
 test('the fast path knows every sub-command name, so `sev-xform check FILE` is never read as a filter run', () => {

@@ -213,14 +213,14 @@ test('prepare: without <maxGuests> (libvirt < 8.0) slots are not counted', async
   assertAccepted(await hook(e, 'tagged', 'prepare', 'begin', converted));
 });
 
-// ---- pinned memory (the converted domain pins 2 GiB + 16 MiB = 2064 MiB)
+// ---- memory (the converted domain pins 2 GiB + 16 MiB = 2064 MiB, and its QEMU may use 256 MiB more: 2320 MiB)
 
 test('prepare: refused when pinned memory would exceed MemTotal minus the default 2048 MiB reserve', async () => {
   const running = [renamed(converted, 'run1', uuidN(1)), renamed(converted, 'run2', uuidN(2))];
   const e = hostEnv({ memTotalKiB: 8 * GiB, running });
   assertRefused(
     await hook(e, 'tagged', 'prepare', 'begin', converted),
-    'sev-xform: refusing to start tagged: its pinned memory (2064 MiB) plus that of 2 running SEV guest(s) (4128 MiB) exceeds MemTotal 8192 MiB',
+    'sev-xform: refusing to start tagged: its memory (2320 MiB: pinned RAM, video and ROMs plus 256 MiB for QEMU itself) plus that of 2 running SEV guest(s) (4640 MiB) exceeds MemTotal 8192 MiB',
     'the 2048 MiB reserve',
     e.config,
   );
@@ -236,22 +236,42 @@ test('prepare: reserve_mib in hook.conf sets the reserve', async () => {
   const small = hostEnv({ memTotalKiB: 8 * GiB, running, config: '# host reserve\nreserve_mib = 0\n' });
   assertAccepted(await hook(small, 'tagged', 'prepare', 'begin', converted));
   const big = hostEnv({ memTotalKiB: 8 * GiB, config: 'reserve_mib=6200\n' });
-  assertRefused(await hook(big, 'tagged', 'prepare', 'begin', converted), 'sev-xform: refusing to start tagged: its pinned memory', 'the 6200 MiB reserve');
+  assertRefused(await hook(big, 'tagged', 'prepare', 'begin', converted), 'sev-xform: refusing to start tagged: its memory', 'the 6200 MiB reserve');
+});
+
+test('prepare: qemu_overhead_mib in hook.conf is the QEMU overhead of both the check and the memory accounting', async () => {
+  // Converted with --qemu-overhead 128MiB: hard_limit = 2064 + 128 MiB.
+  const small = converted.replace(/<hard_limit unit='KiB'>\d+</, `<hard_limit unit='KiB'>${(2064 + 128) * 1024}<`);
+  assert.ok(small !== converted);
+  const byDefault = hostEnv({ memTotalKiB: 8 * GiB });
+  assertRefused(await hook(byDefault, 'tagged', 'prepare', 'begin', small), 'sev-xform: refusing to start tagged unencrypted: memory-pinning: needs change: raised <memtune><hard_limit>');
+  const configured = hostEnv({ memTotalKiB: 8 * GiB, config: 'qemu_overhead_mib = 128\n' });
+  assertAccepted(await hook(configured, 'tagged', 'prepare', 'begin', small));
+  // Three such guests (3 x 2192 MiB) fit in 8192 MiB without a reserve; configured for 512 MiB, the same domain is no longer correct.
+  const running = [renamed(small, 'run1', uuidN(1)), renamed(small, 'run2', uuidN(2))];
+  assertAccepted(await hook(hostEnv({ memTotalKiB: 8 * GiB, running, config: 'reserve_mib = 0\nqemu_overhead_mib = 128\n' }), 'tagged', 'prepare', 'begin', small));
+  assertRefused(
+    await hook(hostEnv({ memTotalKiB: 8 * GiB, running, config: 'reserve_mib = 512\nqemu_overhead_mib = 512\n' }), 'tagged', 'prepare', 'begin', small),
+    'sev-xform: refusing to start tagged unencrypted: memory-pinning: needs change',
+  );
 });
 
 test("prepare: a running guest's hard limit counts when larger than its estimate; locked memory counts the estimate", async () => {
   const bigLimit = renamed(converted.replace(/<hard_limit unit='KiB'>\d+</, `<hard_limit unit='GiB'>6<`), 'big', uuidN(1));
   const e = hostEnv({ memTotalKiB: 10 * GiB, running: [bigLimit] });
-  assertRefused(await hook(e, 'tagged', 'prepare', 'begin', converted), 'sev-xform: refusing to start tagged: its pinned memory (2064 MiB) plus that of 1 running SEV guest(s) (6144 MiB)');
+  assertRefused(await hook(e, 'tagged', 'prepare', 'begin', converted), 'sev-xform: refusing to start tagged: its memory (2320 MiB: pinned RAM, video and ROMs plus 256 MiB for QEMU itself) plus that of 1 running SEV guest(s) (6144 MiB)');
   const locked = converted.replace(/  <memtune>\n.*\n  <\/memtune>\n/, '  <memoryBacking>\n    <locked/>\n  </memoryBacking>\n');
   assert.ok(locked.includes('<locked/>') && !locked.includes('hard_limit'));
   const e2 = hostEnv({ memTotalKiB: 6 * GiB, running: [renamed(locked, 'locked', uuidN(2))] });
-  assertRefused(await hook(e2, 'tagged', 'prepare', 'begin', converted), 'sev-xform: refusing to start tagged: its pinned memory (2064 MiB) plus that of 1 running SEV guest(s) (2064 MiB)');
+  assertRefused(await hook(e2, 'tagged', 'prepare', 'begin', converted), 'sev-xform: refusing to start tagged: its memory (2320 MiB: pinned RAM, video and ROMs plus 256 MiB for QEMU itself) plus that of 1 running SEV guest(s) (2320 MiB)');
 });
 
 test('hook.conf parser: comments, blank lines, errors name the line', () => {
-  assert.equal(parseHookConfig('\n# x\n reserve_mib = 512 # trailing\n', 'f'), { reserveMiB: 512 });
-  assert.equal(parseHookConfig('', 'f'), { reserveMiB: 2048 });
+  assert.equal(parseHookConfig('\n# x\n reserve_mib = 512 # trailing\n', 'f'), { reserveMiB: 512, qemuOverheadMiB: 256 });
+  assert.equal(parseHookConfig('', 'f'), { reserveMiB: 2048, qemuOverheadMiB: 256 });
+  assert.equal(parseHookConfig('qemu_overhead_mib = 384\nreserve_mib = 0', 'f'), { reserveMiB: 0, qemuOverheadMiB: 384 });
+  assert.throws(() => parseHookConfig('qemu_overhead_mib = 256MiB', 'f'), /f line 1: qemu_overhead_mib '256MiB' is not a whole number of MiB/);
+  assert.throws(() => parseHookConfig('toString = 1', 'f'), /unknown key 'toString'/);
   assert.throws(() => parseHookConfig('reserve_mib 5', 'f'), /f line 1/);
   assert.throws(() => parseHookConfig('\nreserve_mb = 5', 'f'), /f line 2: unknown key 'reserve_mb'/);
   assert.throws(() => parseHookConfig('reserve_mib = -1', 'f'), /not a whole number/);

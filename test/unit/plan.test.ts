@@ -7,13 +7,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli, type CliRun } from '../support/run-cli.js';
 import { mib, parseSize, type Plan } from '../../src/plan.js';
-import { QEMU_OVERHEAD_KIB } from '../../src/rules/memory-pinning.js';
+import { DEFAULT_QEMU_OVERHEAD_KIB, ROM_ACPI_KIB } from '../../src/domain/memory.js';
 import { DEFAULT_RESERVE_MIB } from '../../src/hook/config.js';
 import { FailureError } from '../../src/failure.js';
 import { GiB, HOST_ARGS, convert, domcaps, fixture, makeHookEnv, removeHookEnv, type HookEnv } from '../fixtures-hook/env.js';
 
 const MiB = 1024;
 const RESERVE = DEFAULT_RESERVE_MIB * MiB;
+/** What QEMU pins beside RAM (16 MiB) and QEMU's own process by default (256 MiB). */
+const ROM = 16 * MiB;
+const QEMU = 256 * MiB;
 const tagged = fixture('tagged.xml'); // 2 GiB, no video
 const taggedEs = fixture('tagged-es.xml');
 const plain = fixture('plain.xml');
@@ -97,18 +100,24 @@ test('MiB in messages: to a tenth, never rounded in the plan\'s favour', () => {
 
 // ---- --guests
 
-test('--guests: each pins RAM + video + 16 MiB, plus the host reserve; fits, exit 0', async () => {
+test('--guests: each pins RAM + video + 16 MiB and may use 256 MiB more for QEMU, plus the host reserve; fits, exit 0', async () => {
   const r = await plan(['--guests', '8', '--memory', '4GiB', '--video', '16MiB', '--mem-total', '64GiB', '--json']);
   assert.is(r.code, 0, r.stderr);
   assert.is(r.stderr, '');
   const p = json(r);
-  assert.is(QEMU_OVERHEAD_KIB, 16 * MiB);
+  assert.is(ROM_ACPI_KIB, ROM);
+  assert.is(DEFAULT_QEMU_OVERHEAD_KIB, QEMU);
+  const pinned = 4 * GiB + 16 * MiB + ROM;
   assert.equal(p.guests, [
-    { name: 'guest', source: '--guests', count: 8, es: false, ramKiB: 4 * GiB, videoKiB: 16 * MiB, qemuKiB: 16 * MiB, hardLimitKiB: null, pinnedKiB: 4 * GiB + 32 * MiB },
+    {
+      name: 'guest', source: '--guests', count: 8, es: false, ramKiB: 4 * GiB, videoKiB: 16 * MiB, romKiB: ROM,
+      pinnedKiB: pinned, overheadKiB: QEMU, ceilingKiB: pinned + QEMU, hardLimitKiB: null, countedKiB: pinned + QEMU,
+    },
   ]);
-  assert.is(p.memory.pinnedKiB, 8 * (4 * GiB + 32 * MiB));
+  assert.is(p.memory.pinnedKiB, 8 * pinned);
+  assert.is(p.memory.guestsKiB, 8 * (pinned + QEMU));
   assert.is(p.memory.hostReserveKiB, RESERVE);
-  assert.is(p.memory.neededKiB, 8 * (4 * GiB + 32 * MiB) + RESERVE);
+  assert.is(p.memory.neededKiB, 8 * (pinned + QEMU) + RESERVE);
   assert.is(p.memory.spareKiB, 64 * GiB - p.memory.neededKiB);
   assert.is(p.fits, true);
   assert.equal(p.problems, []);
@@ -118,21 +127,21 @@ test('text report: one line per guest group, memory, slots and a verdict', async
   const r = await plan(['--guests', '8', '--memory', '4GiB', '--mem-total', '64GiB', '--domcaps', caps(15, 0)]);
   assert.is(r.code, 0, r.stderr);
   const lines = r.stdout.trimEnd().split('\n');
-  assert.is(lines[0], 'guests   8 x SEV (--guests): 4096 MiB RAM + 0 MiB video + 16 MiB QEMU = 4112 MiB each, 32896 MiB in all');
-  assert.match(lines[1]!, /^memory   32896 MiB pinned by 8 guest\(s\) \+ 2048 MiB host reserve \(the hook's default; .*hook\.conf absent\) = 34944 MiB of MemTotal 65536 MiB \(--mem-total\): fits, 30592 MiB spare$/);
+  assert.is(lines[0], 'guests   8 x SEV (--guests): 4096 MiB RAM + 0 MiB video + 16 MiB ROM/ACPI = 4112 MiB pinned + 256 MiB QEMU process = 4368 MiB ceiling each, 34944 MiB in all');
+  assert.match(lines[1]!, /^memory   34944 MiB for 8 guest\(s\) \(32896 MiB of it pinned\) \+ 2048 MiB host reserve \(the hook's default; .*hook\.conf absent\) = 36992 MiB of MemTotal 65536 MiB \(--mem-total\): fits, 28544 MiB spare$/);
   assert.match(lines[2]!, /^slots    SEV: 8 needed, 15 available \(<maxGuests> in .*caps\.xml\): fits$/);
   assert.match(lines[3]!, /^slots    SEV-ES: 0 needed, 0 available/);
   assert.is(lines[4], 'verdict  fits');
 });
 
 test('exactly MemTotal fits; one KiB more does not (the hook refuses above MemTotal minus the reserve)', async () => {
-  const need = 2 * (1 * GiB + 16 * MiB) + RESERVE;
+  const need = 2 * (1 * GiB + ROM + QEMU) + RESERVE;
   const fits = await plan(['--guests', '2', '--memory', '1GiB', '--mem-total', `${need}KiB`]);
   assert.is(fits.code, 0, fits.stderr);
   const over = await plan(['--guests', '2', '--memory', '1GiB', '--mem-total', `${need - 1}KiB`]);
   assert.is(over.code, 1);
   assert.match(over.stdout, /does not fit, 0\.1 MiB short/);
-  assert.match(over.stderr, /^sev-xform: plan: does not fit: memory: 2080 MiB pinned by the SEV guests \+ 2048 MiB host reserve = 4128 MiB, 0\.1 MiB more than MemTotal 4127\.9 MiB \(--mem-total\)\n$/);
+  assert.match(over.stderr, /^sev-xform: plan: does not fit: memory: 2592 MiB for the SEV guests \+ 2048 MiB host reserve = 4640 MiB, 0\.1 MiB more than MemTotal 4639\.9 MiB \(--mem-total\)\n$/);
 });
 
 test('--policy with the ES bit puts the --guests guests on the SEV-ES slots', async () => {
@@ -204,6 +213,27 @@ test("the reserve defaults to the hook's: reserve_mib in hook.conf, else its def
   assert.match(broken.stderr, /hook\.conf line 1: unknown key 'reserve'/);
 });
 
+test("QEMU's overhead defaults to the hook's: qemu_overhead_mib in hook.conf, else 256 MiB; --qemu-overhead overrides and needs a unit", async () => {
+  const dir = tempDir();
+  const conf = join(dir, 'hook.conf');
+  const base = ['--guests', '2', '--memory', '1GiB', '--mem-total', '64GiB', '--json'];
+  const absent = json(await plan(base, { SEV_XFORM_HOOK_CONF: conf }));
+  assert.is(absent.guests[0]!.overheadKiB, QEMU);
+  writeFileSync(conf, 'qemu_overhead_mib = 512\n');
+  const set = json(await plan(base, { SEV_XFORM_HOOK_CONF: conf }));
+  assert.is(set.guests[0]!.overheadKiB, 512 * MiB);
+  assert.is(set.memory.guestsKiB, 2 * (1 * GiB + ROM + 512 * MiB));
+  assert.is(set.memory.pinnedKiB, 2 * (1 * GiB + ROM), 'the overhead is not pinned');
+  const option = json(await plan([...base, '--qemu-overhead', '1GiB'], { SEV_XFORM_HOOK_CONF: conf }));
+  assert.is(option.guests[0]!.ceilingKiB, 1 * GiB + ROM + 1 * GiB);
+  const dirs = writeDomains({ 'a.xml': tagged });
+  const domain = json(await plan([join(dirs, 'a.xml'), '--qemu-overhead', '128MiB', '--mem-total', '64GiB', '--json']));
+  assert.is(domain.guests[0]!.ceilingKiB, 2 * GiB + ROM + 128 * MiB);
+  const bare = await plan([...base, '--qemu-overhead', '256']);
+  assert.is(bare.code, 2);
+  assert.match(bare.stderr, /--qemu-overhead '256' needs a unit, e.g. 256MiB/);
+});
+
 test('slots come from the host cache when there is no --domcaps, and are not checked without either', async () => {
   const e = hostEnv({ domcaps: domcaps(3, 1) });
   const base = ['--guests', '4', '--memory', '1GiB', '--mem-total', '64GiB'];
@@ -232,14 +262,16 @@ test('domains: only tagged or launchSecurity ones count; RAM, video and QEMU as 
   const r = await plan(['--domains', dir, '--mem-total', '64GiB', '--json']);
   assert.is(r.code, 0, r.stderr);
   const p = json(r);
-  assert.equal(p.guests.map((g) => [g.source, g.count, g.ramKiB, g.videoKiB, g.qemuKiB]), [
-    [join(dir, 'a.xml'), 1, 2 * GiB, 147456, QEMU_OVERHEAD_KIB],
-    [join(dir, 'c.xml'), 1, p.guests[1]!.ramKiB, 0, QEMU_OVERHEAD_KIB],
+  assert.equal(p.guests.map((g) => [g.source, g.count, g.ramKiB, g.videoKiB, g.romKiB, g.overheadKiB]), [
+    [join(dir, 'a.xml'), 1, 2 * GiB, 147456, ROM, QEMU],
+    [join(dir, 'c.xml'), 1, p.guests[1]!.ramKiB, 0, ROM, QEMU],
   ]);
   assert.equal(p.skipped.map((s) => s.source), [join(dir, 'b.xml')]);
   // The filter writes exactly this into <memtune><hard_limit>.
   const hardLimit = Number(/<hard_limit unit='KiB'>(\d+)<\/hard_limit>/.exec(convert(video))![1]);
-  assert.is(p.guests[0]!.pinnedKiB, hardLimit);
+  assert.is(p.guests[0]!.ceilingKiB, hardLimit);
+  assert.is(p.guests[0]!.countedKiB, hardLimit);
+  assert.is(p.guests[0]!.pinnedKiB, 2 * GiB + 147456 + ROM);
 });
 
 test('domain files given as arguments, and together with --guests', async () => {
@@ -248,9 +280,13 @@ test('domain files given as arguments, and together with --guests', async () => 
   assert.is(r.code, 0, r.stderr);
   const p = json(r);
   assert.equal(p.guests.map((g) => [g.name, g.count]), [['guest', 2], ['tagged', 1]]);
-  assert.is(p.memory.pinnedKiB, 2 * (1 * GiB + 16 * MiB) + 2 * GiB + 16 * MiB);
+  assert.is(p.memory.pinnedKiB, 2 * (1 * GiB + ROM) + 2 * GiB + ROM);
+  assert.is(p.memory.guestsKiB, 2 * (1 * GiB + ROM + QEMU) + 2 * GiB + ROM + QEMU);
   const text = await plan([join(dir, 'a.xml'), '--mem-total', '64GiB']);
-  assert.ok(text.stdout.startsWith(`guest    tagged (${join(dir, 'a.xml')}): SEV, 2048 MiB RAM + 0 MiB video + 16 MiB QEMU = 2064 MiB\n`), text.stdout);
+  assert.ok(
+    text.stdout.startsWith(`guest    tagged (${join(dir, 'a.xml')}): SEV, 2048 MiB RAM + 0 MiB video + 16 MiB ROM/ACPI = 2064 MiB pinned + 256 MiB QEMU process = 2320 MiB ceiling\n`),
+    text.stdout,
+  );
 });
 
 test('SEV-ES is read the way the filter decides the policy: tag policy, then launchSecurity, then the tag model', async () => {
@@ -275,9 +311,9 @@ test('a hard_limit above the estimate counts, as the hook counts it', async () =
   const dir = writeDomains({ 'big.xml': big, 'small.xml': small });
   const r = await plan(['--domains', dir, '--mem-total', '64GiB', '--json']);
   const [b, s] = json(r).guests;
-  assert.is(b!.pinnedKiB, 6 * GiB);
+  assert.is(b!.countedKiB, 6 * GiB);
   assert.is(b!.hardLimitKiB, 6 * GiB);
-  assert.is(s!.pinnedKiB, 2 * GiB + 16 * MiB, 'a hard_limit below the estimate is raised by the filter');
+  assert.is(s!.countedKiB, 2 * GiB + ROM + QEMU, 'a hard_limit below the ceiling is raised by the filter');
   assert.is(s!.hardLimitKiB, null);
   const text = await plan([join(dir, 'big.xml'), '--mem-total', '64GiB']);
   assert.match(text.stdout, /; its hard_limit 6144 MiB is larger and counts/);
@@ -303,7 +339,7 @@ test('a broken domain file is bad input naming the file; an unreadable folder na
 test('plan and the hook agree at the memory boundary', async () => {
   const guest = convert(tagged);
   const dir = writeDomains({ 'g.xml': guest });
-  const pinned = json(await plan([join(dir, 'g.xml'), '--mem-total', '64GiB', '--json'])).guests[0]!.pinnedKiB;
+  const pinned = json(await plan([join(dir, 'g.xml'), '--mem-total', '64GiB', '--json'])).guests[0]!.countedKiB;
   for (const memTotalKiB of [pinned + RESERVE, pinned + RESERVE - 1]) {
     const e = hostEnv({ memTotalKiB });
     const planned = await plan([join(dir, 'g.xml'), '--mem-total', `${memTotalKiB}KiB`, ...HOST_ARGS.slice(0, 2)], { SEV_XFORM_HOOK_CONF: e.config });

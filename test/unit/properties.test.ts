@@ -94,6 +94,12 @@ const NOT_FOR_SCSI_DISKS = ['queues', 'queue_size', 'iothread', 'event_idx', 'io
 
 /** Attributes a rule may set, change or remove on an element at `path`. */
 function mutableAttrs(path: string, attrs: Record<string, string>): string[] {
+  // virtio-iommu: virtio-transitional becomes virtio-non-transitional wherever a device keeps its model.
+  const transitional = Object.keys(attrs).filter((a) => (a === 'model' || a === 'type') && attrs[a] === 'virtio-transitional');
+  return [...transitional, ...ruleAttrs(path, attrs)];
+}
+
+function ruleAttrs(path: string, attrs: Record<string, string>): string[] {
   switch (path) {
     case 'domain/os': // firmware-uefi: firmware='efi', or removed for --firmware PATH
       return ['firmware'];
@@ -101,8 +107,14 @@ function mutableAttrs(path: string, attrs: Record<string, string>): string[] {
       return ['readonly', 'type'];
     case 'domain/os/type': // machine-q35
       return ['machine'];
-    case 'domain/devices/controller': // machine-q35: pci-root -> pcie-root, PIIX USB -> qemu-xhci
+    case 'domain/devices/controller': // machine-q35: pci-root -> pcie-root, PIIX USB -> qemu-xhci, pxb -> pxb-pcie
       return attrs['type'] === 'pci' || attrs['type'] === 'usb' ? ['model'] : [];
+    case 'domain/devices/controller/model': // machine-q35: <model name='pxb'/> -> pxb-pcie
+      return attrs['name'] === 'pxb' ? ['name'] : [];
+    case 'domain/devices/controller/target': // machine-q35: a pxb's busNr outside 1-254
+      return ['busNr'];
+    case 'domain/devices/memballoon': // virtio-iommu: the balloon becomes model 'none', nothing else
+      return ['model', 'autodeflate', 'freePageReporting'];
     case 'domain/devices/disk': // moved disks lose disk@model
       return ['model'];
     case 'domain/devices/disk/target': // moved disks: new sdX name on bus scsi
@@ -189,13 +201,15 @@ function removable(n: Node): boolean {
       return !(n.attrs['type'] === 'pflash' || /ovmf|edk2|uefi/i.test(n.text));
     case 'domain/features/vmcoreinfo': // sev-hygiene
       return n.attrs['state'] !== 'off';
-    case 'domain/devices/controller': // machine-q35 and ide-to-virtio-scsi
-      return n.attrs['type'] === 'ide' || (n.attrs['type'] === 'pci' && n.attrs['model'] !== 'pci-root');
+    case 'domain/devices/controller': // machine-q35 and ide-to-virtio-scsi; a pxb stays, as a pcie-expander-bus
+      return n.attrs['type'] === 'ide' || (n.attrs['type'] === 'pci' && n.attrs['model'] !== 'pci-root' && n.attrs['model'] !== 'pci-expander-bus');
     case 'domain/devices/disk/address': // a disk that moves to virtio-scsi (IDE, or a virtio boot disk)
       return parent !== undefined && ['ide', 'virtio'].includes(diskBus(parent) ?? '');
     case 'domain/devices/disk/driver': // emptied by the move
       return parent !== undefined && ['ide', 'virtio'].includes(diskBus(parent) ?? '') && Object.keys(n.attrs).every((a) => NOT_FOR_SCSI_DISKS.includes(a)) && n.children.length === 0;
   }
+  // virtio-iommu: a balloon of model 'none' has no children.
+  if (n.path.startsWith('domain/devices/memballoon/')) return true;
   // machine-q35 drops i440fx PCI addresses anywhere under <devices>.
   return n.name === 'address' && n.path.startsWith('domain/devices/') && n.attrs['type'] === 'pci';
 }
