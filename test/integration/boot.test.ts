@@ -191,6 +191,8 @@ function proofProblems(proof: GuestProof, want: Expected): string[] {
       const macHex = mac?.data.slice(0, 6).map((b) => b.toString(16).padStart(2, '0')).join(':');
       if (macHex !== want.mac) problems.push(`BootCurrent is Boot${entry.number} "${entry.description}" (${path}), not the network boot of NIC ${want.mac}`);
       if (!proof.text.includes('>>Start PXE over IPv4')) problems.push('OVMF never printed ">>Start PXE over IPv4"');
+      // iPXE (the NIC's option ROM) announces itself; with the ROM off only OVMF's own driver can boot.
+      if (/iPXE/.test(proof.text)) problems.push("iPXE ran: the NIC's option ROM is not off");
       if (proof.cmdline.includes('BOOT_IMAGE=')) problems.push(`the kernel came through GRUB (cmdline ${proof.cmdline}), not from the unified image over TFTP`);
     } else {
       if (!entry.path.some(isScsiNode)) problems.push(`BootCurrent is Boot${entry.number} "${entry.description}" (${path}), not a SCSI disk`);

@@ -68,7 +68,17 @@ log "downloading ${packages[*]}"
 mkdir debs
 pinned=()
 for p in "${packages[@]}"; do pinned+=("$p=$(candidate "$p")"); done
-(cd debs && apt-get download "${pinned[@]}") >&2
+# Package lists older than the archive name versions it no longer has: update once and retry.
+# The versions name the image, so the retry starts over.
+if ! (cd debs && apt-get download "${pinned[@]}") >&2; then
+  [ -z "${SEVX_GUEST_LISTS_UPDATED:-}" ] || die "apt-get download ${pinned[*]} failed"
+  log "apt-get download failed; updating the package lists and starting over"
+  apt-get -o DPkg::Lock::Timeout=900 update >&2
+  cd /
+  rm -rf "$work"
+  trap - EXIT
+  SEVX_GUEST_LISTS_UPDATED=1 exec bash "$here/build-image.sh" "$cache"
+fi
 for deb in debs/*.deb; do dpkg-deb -x "$deb" root; done
 
 busybox=root/bin/busybox
@@ -143,7 +153,8 @@ mv disk.img uki.efi "$work/out/"
 printf 'kernel %s\ncmdline %s\n%s' "$kver" "$CMDLINE" "$versions" >"$work/out/versions.txt"
 rm -rf "$out"
 mv "$work/out" "$out"
-# Older builds (other package versions) are no longer needed.
+# Older builds (other package versions) are no longer needed, nor builds killed midway.
 for old in "$cache"/*; do [ "$old" = "$out" ] || rm -rf "$old"; done
+find "$cache" -maxdepth 1 -name '.build.*' -mmin +60 -exec rm -rf {} +
 log "built $out in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.1f", b - a}') s"
 echo "$out"
