@@ -425,7 +425,7 @@ export function renderProblems(domain: El, defined: El, cmd: QemuCommand, sev: S
     if (d['iommu_platform'] !== true && d['iommu_platform'] !== 'on') problems.push(`${driverOf(d)} (id ${String(d['id'])}) has no iommu_platform=true`);
   // QEMU refuses a transitional virtio device with iommu_platform, and an SEV guest's balloon gets no driver.
   for (const d of cmd.devices) {
-    if (/-transitional$/.test(driverOf(d))) problems.push(`${driverOf(d)} (id ${String(d['id'])}) is transitional: QEMU refuses it with iommu_platform`);
+    if (/-transitional$/.test(driverOf(d)) && !/-non-transitional$/.test(driverOf(d))) problems.push(`${driverOf(d)} (id ${String(d['id'])}) is transitional: QEMU refuses it with iommu_platform`);
     if (/^virtio-balloon/.test(driverOf(d))) problems.push(`${driverOf(d)} (id ${String(d['id'])}): an SEV guest's balloon must be <memballoon model='none'/>`);
   }
   if (defined.child('devices')?.child('memballoon')?.attrs['model'] !== 'none') problems.push("virsh dumpxml has no <memballoon model='none'/>: libvirt would add a virtio balloon");
