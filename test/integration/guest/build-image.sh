@@ -32,25 +32,27 @@ MODULES=(virtio_pci virtio_scsi sd_mod sr_mod virtio_blk virtio_net virtio_ballo
          virtio_console virtio_rng virtio_gpu virtio_input ahci efivarfs)
 CMDLINE="console=ttyS0,115200 loglevel=3 panic=5"
 
-candidate() { apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}'; }
 kernel_package() {
   apt-cache depends linux-image-amd64 2>/dev/null |
     awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ {print $2; exit}'
 }
-kernel_pkg=$(kernel_package)
-if [ -z "$kernel_pkg" ] || [ "$(candidate busybox-static)" = "(none)" ] || [ -z "$(candidate busybox-static)" ]; then
+# "PACKAGE VERSION" per line for the packages that have a candidate, in one apt-cache call.
+candidates() {
+  apt-cache policy "$@" 2>/dev/null |
+    awk '/^[^ ]/ {p = $1; sub(/:$/, "", p)} $1 == "Candidate:" && $2 != "(none)" {print p, $2}'
+}
+resolve_versions() {
+  kernel_pkg=$(kernel_package)
+  packages=(${kernel_pkg:-linux-image-amd64} busybox-static shim-signed grub-efi-amd64-signed systemd-boot-efi)
+  versions=$(candidates "${packages[@]}")
+  [ -n "$kernel_pkg" ] && [ "$(grep -c . <<<"$versions")" = ${#packages[@]} ]
+}
+if ! resolve_versions; then
   log "no package lists for the guest's packages: apt-get update"
   apt-get -o DPkg::Lock::Timeout=900 update >&2
-  kernel_pkg=$(kernel_package)
+  resolve_versions || die "no installable version of some of ${packages[*]} (linux-image-amd64 depends on '${kernel_pkg}')"
 fi
-[ -n "$kernel_pkg" ] || die "linux-image-amd64 depends on no linux-image-<version> package"
-packages=("$kernel_pkg" busybox-static shim-signed grub-efi-amd64-signed systemd-boot-efi)
-versions=""
-for p in "${packages[@]}"; do
-  v=$(candidate "$p")
-  { [ -n "$v" ] && [ "$v" != "(none)" ]; } || die "no installable version of $p"
-  versions+="$p $v"$'\n'
-done
+versions+=$'\n'
 key=$( { printf '%s' "$versions"; cat "$here/build-image.sh" "$here/init.sh"; } | sha256sum | cut -c1-16)
 out=$cache/$key
 if [ -f "$out/disk.img" ] && [ -f "$out/uki.efi" ] && [ -f "$out/versions.txt" ]; then
@@ -67,7 +69,7 @@ cd "$work"
 log "downloading ${packages[*]}"
 mkdir debs
 pinned=()
-for p in "${packages[@]}"; do pinned+=("$p=$(candidate "$p")"); done
+while read -r p v; do [ -n "$p" ] && pinned+=("$p=$v"); done <<<"$versions"
 # Package lists older than the archive name versions it no longer has: update once and retry.
 # The versions name the image, so the retry starts over.
 if ! (cd debs && apt-get download "${pinned[@]}") >&2; then
