@@ -171,7 +171,7 @@ function applyOne(io: Io, vm: string, s: ApplySettings): boolean {
 }
 
 export const applyCommand: CommandSpec = {
-  command: 'apply <vm..>',
+  command: 'apply [vm..]',
   describe: 'convert libvirt domains in place: dumpxml, convert, define, keeping the original as a backup',
   builder: (y) =>
     conversionOptions(hostOptions(y))
@@ -183,7 +183,8 @@ export const applyCommand: CommandSpec = {
       })
       .option('connect', { alias: 'c', type: 'string', describe: 'libvirt URI passed to virsh --connect' })
       .example('$0 apply --dry-run web1', 'show what would change')
-      .example('$0 apply web1 web2', 'convert both; originals kept under /var/lib/sev-xform/backup/'),
+      .example('$0 apply web1 web2', 'convert both; originals kept under /var/lib/sev-xform/backup/')
+      .example('$0 apply -- --web', 'a name that starts with - goes after --'),
   async run(io, args) {
     const connect = args['connect'] as string | undefined;
     const settings: ApplySettings = {
@@ -200,8 +201,11 @@ export const applyCommand: CommandSpec = {
       backupDir: join(stateDirOf(io.env, args['state-dir']), BACKUP_DIR),
       connect,
     };
+    // Names after `--` land in yargs' `_` (after the command's own name): they are names too, never dropped.
+    const names = [...((args['vm'] as unknown[] | undefined) ?? []), ...((args['_'] as unknown[] | undefined) ?? []).slice(1)].map(String);
+    if (names.length === 0) fail({ kind: 'usage', message: 'apply: name at least one domain (a name that starts with - goes after --)' });
     let ok = true;
-    for (const vm of (args['vm'] as unknown[]).map(String)) {
+    for (const vm of names) {
       try {
         if (!applyOne(io, vm, settings)) ok = false;
       } catch (e: unknown) {

@@ -166,9 +166,16 @@ async function overLimitMentionsSev(first: Uint8Array, io: Io): Promise<boolean>
   return false;
 }
 
-/** A name as shown in one stderr line: control characters (a newline would start a second line) become '?'. */
+/** Longest name shown whole in a message: libvirt takes names of any length, one stderr line should stay readable. */
+const SHOWN_NAME_MAX = 256;
+
+/**
+ * A name as shown in one stderr line: control characters (a newline would start a second line)
+ * become '?', and a very long name is cut (a 128 KiB name made a 390 KB refusal line).
+ */
 function shownName(name: string): string {
-  return name.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, '?');
+  const line = name.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, '?');
+  return line.length > SHOWN_NAME_MAX ? `${line.slice(0, SHOWN_NAME_MAX)}...(${line.length} characters)` : line;
 }
 
 export function shellQuote(s: string): string {
@@ -254,7 +261,8 @@ function prepare(io: Io, name: string, rawName: string, input: string, doc: XmlD
   const first = problems[0];
   if (first !== undefined) {
     const all = sevXformElements(domain).length > 0 ? '' : ' --all';
-    const vm = shellQuote(name);
+    // A cut name would be the wrong name in a command: then the commands say VM.
+    const vm = name === rawName ? shellQuote(name) : 'VM';
     const more = problems.length > 1 ? ` (and ${problems.length - 1} more; \`sev-xform check\` lists them)` : '';
     const convert = `\`sev-xform apply${all} ${vm}\` or \`virsh dumpxml --inactive ${vm} | sev-xform${all} | virsh define /dev/stdin\``;
     // checkDomain phrases what conversion would change as "RULE: needs change: ..."; the rest is a refusal or a host fault.

@@ -280,6 +280,20 @@ test('apply: hostile domain names, up to 250 bytes and more, reach no path: back
   assert.equal(readdirSync(tmp), []);
 });
 
+test('apply: names that start with - go after --, and every one of them is converted (none dropped)', async () => {
+  const names = ['-rf', '--help', '--', 'plain-name'];
+  const domains = Object.fromEntries(
+    names.map((name, i) => [name, { xml: tagged.replace('<name>tagged</name>', `<name>${name}</name>`).replace(/-000000000002</, `-00000000010${i}<`), state: 'shut off' }]),
+  );
+  const fake = fakeVirsh(domains);
+  const r = await apply(fake, ['plain-name', '--', '-rf', '--help', '--']);
+  assert.is(r.code, 0, r.stderr);
+  for (const name of names) assert.ok(fake.domains[name]!.xml.includes("<launchSecurity type='sev'>"), `${name} was converted`);
+  const none = await apply(fakeVirsh({}), []);
+  assert.is(none.code, 2);
+  assert.match(none.stderr, /name at least one domain/);
+});
+
 test('apply: a domain whose XML has no usable <uuid> is not defined', async () => {
   for (const uuid of ['', 'not-a-uuid', '../../etc/passwd']) {
     const xml = tagged.replace(/<uuid>[^<]*<\/uuid>/, `<uuid>${uuid}</uuid>`);

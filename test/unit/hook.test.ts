@@ -118,6 +118,14 @@ test('prepare: a name that needs quoting is quoted in the suggested command', as
   assertRefused(r, "sev-xform: refusing to start bob's vm unencrypted:", `\`sev-xform apply 'bob'\\''s vm'\``);
 });
 
+test('prepare: a 128 KiB name is cut in the refusal line, and the suggested commands say VM instead of a wrong name', async () => {
+  const e = hostEnv();
+  const long = 'x'.repeat(128 * 1024);
+  const r = await hook(e, long, 'prepare', 'begin', tagged);
+  assertRefused(r, `sev-xform: refusing to start ${'x'.repeat(256)}...(131072 characters) unencrypted:`, '`sev-xform apply VM`');
+  assert.ok(r.stderr.length < 4096, `refusal line is ${r.stderr.length} bytes`);
+});
+
 test('prepare: converted SEV and SEV-ES domains are accepted', async () => {
   const e = hostEnv();
   assertAccepted(await hook(e, 'tagged', 'prepare', 'begin', converted));
