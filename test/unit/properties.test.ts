@@ -98,7 +98,7 @@ function mutableAttrs(path: string, attrs: Record<string, string>): string[] {
   // So does a legacy-capable 'virtio' (or 'virtio-scsi') model whose address is off a PCIe port (the
   // attributes alone do not say where the device sits, so any such model may change).
   const transitional = Object.keys(attrs).filter(
-    (a) => (a === 'model' || a === 'type') && ['virtio-transitional', 'virtio', 'virtio-scsi'].includes(attrs[a] ?? '') && path.startsWith('domain/devices/'),
+    (a) => (a === 'model' || a === 'type') && ['virtio-transitional', 'virtio-non-transitional', 'virtio', 'virtio-scsi'].includes(attrs[a] ?? '') && path.startsWith('domain/devices/'),
   );
   return [...transitional, ...ruleAttrs(path, attrs)];
 }
