@@ -206,6 +206,28 @@ function nonTransitionalOffPort(ctx: RuleContext, devices: XmlElement): void {
   }
 }
 
+/**
+ * Shares that convert but may not start. virtio-fs is a vhost-user device: its
+ * features, VIRTIO_F_ACCESS_PLATFORM among them, come from the virtiofsd
+ * backend, and QEMU refuses iommu_platform on a device whose backend does not
+ * offer it ("iommu_platform=true is not supported by the device", seen with
+ * QEMU 7.2's C virtiofsd on Debian 12). The 9p 'handle' driver is gone since
+ * QEMU 6.0, so such a share never starts there, SEV or not; the filter keeps it
+ * (older QEMU still has it) and says so.
+ */
+function warnFilesystems(ctx: RuleContext, devices: XmlElement): void {
+  for (const fs of devices.elements('filesystem')) {
+    if (!isVirtioFilesystem(fs)) continue;
+    const driverType = fs.first('driver')?.attr('type');
+    if (driverType === 'virtiofs')
+      ctx.warn(
+        `${describeDevice(fs)}: virtiofs in an SEV guest needs a virtiofsd that offers VIRTIO_F_ACCESS_PLATFORM: QEMU refuses the device with "iommu_platform=true is not supported by the device" otherwise, as with QEMU 7.2's C virtiofsd (Debian 12); point <binary path> at one that does (the Rust virtiofsd)`,
+      );
+    else if (driverType === 'handle')
+      ctx.warn(`${describeDevice(fs)}: the 9p driver type 'handle' was removed in QEMU 6.0: no QEMU since can start this share, SEV or not; use <driver type='path'/>`);
+  }
+}
+
 export const virtioIommu: Rule = {
   name: 'virtio-iommu',
   description: "sets <driver iommu='on'/> on every virtio device, makes transitional ones non-transitional, and turns the balloon off",
@@ -215,6 +237,7 @@ export const virtioIommu: Rule = {
     disableBalloon(ctx, devices);
     nonTransitional(ctx, devices);
     nonTransitionalOffPort(ctx, devices);
+    warnFilesystems(ctx, devices);
     for (const dev of devices.elements()) {
       if (!isVirtioDevice(dev)) continue;
       const driver = dev.first('driver');
