@@ -12,7 +12,7 @@
 // under the limit.
 //
 // Guest RAM above SEVX_QEMU_RAM_CAP_MIB (default 1024; 0 = no cap) is cut to
-// it and the limit lowered by the same plus the 1/512 of it page tables would
+// it and the limit lowered by the same plus the 1/256 of it the converter gives page tables
 // take (qemu-run.ts scaledLimit): the headroom for QEMU is what is tested, and
 // preallocating every guest's full RAM would take many minutes here.
 import { test } from 'uvu';
@@ -22,7 +22,9 @@ import { join } from 'node:path';
 import { createMemoryCgroup, memoryCgroupVersion } from '../support/cgroup.js';
 import { SEED, generatedConversions } from '../support/generated-sample.js';
 import { integrationEnabled, libvirtCases, requirePrerequisites } from '../support/libvirt.js';
-import { MiB, acceptanceCommand, missingPrograms, renderArgv, runQemu, tcgCopy, type QemuOutcome, type TcgCopy } from '../support/qemu-run.js';
+import {
+  MiB, VIRTIOFS_NO_ACCESS_PLATFORM, acceptanceCommand, hasVirtiofs, missingPrograms, renderArgv, runQemu, tcgCopy, virtiofsdLacksAccessPlatform, type QemuOutcome, type TcgCopy,
+} from '../support/qemu-run.js';
 
 const capMiB = Number(process.env['SEVX_QEMU_RAM_CAP_MIB'] ?? 1024);
 const RAM_CAP = capMiB > 0 ? capMiB * MiB : Number.POSITIVE_INFINITY;
@@ -37,6 +39,13 @@ interface Verdict {
   problems: string[];
   /** Limit minus what the guest needs (peak + blocks SEV pins), when it has a limit and came up. */
   spareBytes: number | undefined;
+}
+
+const virtiofsLimited = virtiofsdLacksAccessPlatform();
+
+/** A guest with a virtiofs share on a host whose virtiofsd lacks ACCESS_PLATFORM: QEMU must refuse it. */
+function expectsVirtiofsRefusal(converted: string): boolean {
+  return virtiofsLimited && hasVirtiofs(converted);
 }
 
 /** Starts the TCG copy of `converted` in its cgroup and judges it. */
@@ -60,6 +69,14 @@ async function accept(converted: string, name: string, label: string, work: stri
     cg.remove();
   }
   const problems: string[] = [];
+  if (expectsVirtiofsRefusal(converted)) {
+    // Known host limitation: this virtiofsd does not offer VIRTIO_F_ACCESS_PLATFORM, so QEMU must refuse the
+    // converted share with exactly that message (the filter warns about it); anything else is a failure.
+    const refused = o.status === undefined && o.stderr.includes(VIRTIOFS_NO_ACCESS_PLATFORM);
+    if (!refused) problems.push(`expected QEMU to refuse the virtiofs share with "${VIRTIOFS_NO_ACCESS_PLATFORM}" (this virtiofsd lacks ACCESS_PLATFORM), got ${o.status ?? 'no status'}: ${o.stderr.split('\n').slice(0, 3).join(' | ') || 'no message'}`);
+    const line = `qemu-acceptance: ${label}: known host limitation: QEMU refuses virtiofs ("${VIRTIOFS_NO_ACCESS_PLATFORM}": this virtiofsd does not offer VIRTIO_F_ACCESS_PLATFORM)${refused ? '' : ' FAIL'}`;
+    return { ok: problems.length === 0, line, problems, spareBytes: undefined };
+  }
   const needed = o.peakBytes + o.unpinnedBlockBytes;
   if (o.oomKills > 0) problems.push(`OOM-killed in the cgroup at limit ${limit === undefined ? 'none' : mib(limit)} MiB (peak ${mib(o.peakBytes)} MiB)`);
   if (o.status === undefined || !o.alive) {
