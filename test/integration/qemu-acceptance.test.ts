@@ -39,6 +39,14 @@ interface Verdict {
   problems: string[];
   /** Limit minus what the guest needs (peak + blocks SEV pins), when it has a limit and came up. */
   spareBytes: number | undefined;
+  /** QEMU's own refusal (its first error line, without timestamp or device JSON), when it exited before it was up. */
+  qemuError?: string;
+}
+
+/** QEMU's first error line, without the timestamp, the program name and the -device argument it names. */
+function qemuErrorOf(stderr: string): string | undefined {
+  const line = stderr.split('\n').find((l) => /qemu-system-[^:]*: /.test(l) && !/warning:/.test(l));
+  return line?.replace(/^.*?qemu-system-[^:]*: /, '').replace(/^-device \{.*?\}: /, '-device: ').replace(/"id":"[^"]*"/g, '');
 }
 
 const virtiofsLimited = virtiofsdLacksAccessPlatform();
@@ -92,7 +100,9 @@ async function accept(converted: string, name: string, label: string, work: stri
     `, limit ${limit === undefined ? 'none' : `${mib(limit)} MiB (headroom ${mib(limit - copy.runRamBytes)})`}${scaled}` +
     `${o.status ? `, ${o.status} in ${o.startMs} ms` : ''}${problems.length ? ' FAIL' : ''}`;
   const notes = [...copy.notes, ...cmd.notes];
+  const refusedBy = o.status === undefined && o.exit !== undefined && o.oomKills === 0 ? qemuErrorOf(o.stderr) : undefined;
   return {
+    ...(refusedBy !== undefined ? { qemuError: refusedBy } : {}),
     ok: problems.length === 0,
     line,
     problems: problems.map((p) => `${p}${notes.length ? ` (copy: ${notes.join('; ')})` : ''}`),
@@ -159,6 +169,16 @@ if (integrationEnabled('qemu-acceptance.test.ts')) {
           failures.push(`${what}: libvirt takes the input but not the converted output: ${message}`);
           continue;
         }
+        if (!v.ok && v.qemuError !== undefined) {
+          // QEMU refuses the output: a failure unless it refuses the unconverted input with the same
+          // error (e.g. an empty USB CD-ROM, which QEMU 7.2's usb-storage cannot hold: "drive property not set").
+          const input = await accept(join(dir, `gen-${g.index}-in.xml`), `sevx-test-qa-gen-${g.index}-in`, `generated ${g.index} input`, work).catch(() => undefined);
+          if (input?.qemuError !== undefined && input.qemuError === v.qemuError) {
+            const reason = `QEMU: ${v.qemuError}`;
+            refusedInputs.set(reason, (refusedInputs.get(reason) ?? 0) + 1);
+            continue;
+          }
+        }
         accepted++;
         if (!v.ok) failures.push(`${v.line}\n  sample ${g.index} (seed ${SEED}, options ${g.options.join(' ') || 'none'}): ${v.problems.join('; ')}`);
         if (v.spareBytes !== undefined && (!worst || v.spareBytes < worst.spare)) worst = { spare: v.spareBytes, line: v.line };
@@ -167,7 +187,7 @@ if (integrationEnabled('qemu-acceptance.test.ts')) {
     await Promise.all(Array.from({ length: PARALLEL }, worker));
     const refused = [...refusedInputs.values()].reduce((a, b) => a + b, 0);
     console.log(
-      `qemu-acceptance: ${conversions.length} generated conversions; ${refused} left out, libvirt refusing input and output alike (${[...refusedInputs.entries()].sort((a, b) => b[1] - a[1]).map(([r, n]) => `${n}x ${r}`).join('; ')})`,
+      `qemu-acceptance: ${conversions.length} generated conversions; ${refused} left out, libvirt or QEMU refusing input and output alike (${[...refusedInputs.entries()].sort((a, b) => b[1] - a[1]).map(([r, n]) => `${n}x ${r}`).join('; ')})`,
     );
     assert.ok(accepted >= 20, `only ${accepted} generated domains are ones libvirt takes`);
     console.log(`qemu-acceptance: ${accepted} generated domains libvirt takes, ${accepted - failures.length} up at their hard_limit; least spare: ${worst ? `${mib(worst.spare)} MiB (${worst.line.replace(/^qemu-acceptance: /, '')})` : 'none limited'}`);
