@@ -3,6 +3,8 @@
 # Every file and folder it creates is listed in a manifest, so --uninstall
 # removes exactly those; running it again changes nothing.
 set -eu
+# Paths and manifest entries are data: never expand them as globs.
+set -f
 
 usage() {
 	cat <<'EOF'
@@ -16,13 +18,17 @@ writes the host cache there (`sev-xform host --write-cache`). An existing
 
 Environment:
   PREFIX    install prefix (default /usr/local)
-  DESTDIR   staging root, e.g. for packages or tests; skips the libvirt version
-            check, the host cache and any restart
+  DESTDIR   staging root, e.g. for packages or tests (created if missing; it and
+            the folders above it must be writable by root and you only); skips
+            the libvirt version check, the host cache and any restart
 
 Options:
   --restart-libvirtd  restart libvirtd (or virtqemud) so that it sees the new hook
   --check-libvirt     check libvirt >= 6.5 even with DESTDIR set
   --uninstall         remove what an earlier run installed (its manifest says what)
+
+When the Debian package sev-xform is installed, use apt or dpkg instead: this
+script refuses to install a second copy beside it.
 EOF
 }
 
@@ -49,7 +55,8 @@ done
 
 # The path is written into the hook and the manifest: keep it to characters that need no quoting.
 case $PREFIX in
-/*) ;;
+/) PREFIX= ;;
+/*) PREFIX=${PREFIX%/} ;;
 *)
 	echo "install.sh: PREFIX '$PREFIX' is not an absolute path" >&2
 	exit 2
@@ -73,6 +80,7 @@ HOOK=$HOOKS/qemu.d/sev-xform
 STATE=/var/lib/sev-xform
 MANIFEST=$STATE/install-manifest
 CACHE=$STATE/host.json
+me=$(id -u)
 
 say() { echo "install.sh: $*"; }
 warn() { echo "install.sh: warning: $*" >&2; }
@@ -81,9 +89,131 @@ die() {
 	exit 1
 }
 
+# Every temporary file lives in this private folder (0700, random name) and goes with it on exit:
+# a name merely beside a mktemp name in /tmp is predictable, and a local user who planted a FIFO or
+# symlink there could hand root its own hook or manifest.
+work=$(mktemp -d)
+# A file being staged beside its destination (see place_file), removed if the run stops half-way.
+staged=
+
 # Lines "dir PATH" and "file PATH" (PATH without DESTDIR) for what this run created or wrote.
-recorded=$(mktemp)
+recorded=$work/recorded
+: >"$recorded"
 record() { echo "$1 $2" >>"$recorded"; }
+
+# check_folder DIR: sets $safe to DIR's real path after checking that only root and the user running
+# install.sh can change anything on the way to it from /. Otherwise another user could swap a folder
+# for a symlink between this check and the write, and root would put the hook, or delete files,
+# wherever the link points. Under DESTDIR the real path must stay inside DESTDIR.
+check_folder() {
+	cf_folder=$1
+	safe=$(realpath -e -- "$cf_folder" 2>/dev/null) || die "cannot resolve the folder $cf_folder"
+	cf_p=
+	cf_rest=${safe#/}
+	while :; do
+		cf_shown=${cf_p:-/}
+		[ ! -L "$cf_shown" ] || die "$cf_shown became a symbolic link while install.sh ran; nothing more was written"
+		[ -d "$cf_shown" ] || die "$cf_shown is not a folder"
+		cf_info=$(stat -c '%u %a' -- "$cf_shown")
+		cf_owner=${cf_info% *}
+		cf_mode=${cf_info#* }
+		if [ "$cf_owner" != 0 ] && [ "$cf_owner" != "$me" ]; then
+			die "$cf_shown (on the way to $cf_folder) is owned by uid $cf_owner, who could redirect what install.sh writes there; use a folder owned by root or by you (DESTDIR needs no root: stage as the user who owns it)"
+		fi
+		# Sticky folders (/tmp) are fine: there nobody can rename or delete another user's entries.
+		if [ $((0$cf_mode & 022)) -ne 0 ] && [ $((0$cf_mode & 01000)) -eq 0 ]; then
+			die "$cf_shown (on the way to $cf_folder) is writable by group or others (mode $cf_mode), who could redirect what install.sh writes there; remove their write permission (chmod go-w $cf_shown) or use another folder"
+		fi
+		[ -n "$cf_rest" ] || break
+		cf_part=${cf_rest%%/*}
+		cf_p=$cf_p/$cf_part
+		if [ "$cf_rest" = "$cf_part" ]; then cf_rest=; else cf_rest=${cf_rest#*/}; fi
+	done
+	if [ -n "$DESTDIR" ]; then
+		case $safe in
+		"$DESTDIR" | "$DESTDIR"/*) ;;
+		*) die "$cf_folder resolves to $safe, outside DESTDIR $DESTDIR: a symbolic link in the staging root points out of it" ;;
+		esac
+	fi
+}
+
+# place_file SRC DEST MODE: copies SRC to DESTDIR$DEST unless it is already there unchanged, and sets
+# $changed. The copy is staged under a name mktemp picks in DEST's own folder (the rename must stay on
+# one filesystem; the folder was checked to be writable by root and you only), and the rename makes
+# the switch atomic: a hook running meanwhile sees the old file or the new one, never half of one.
+# mv -T replaces whatever is at DEST (a symlink included) and never writes through it.
+place_file() {
+	src=$1 dest=$2 mode=$3
+	check_folder "$(dirname "$DESTDIR$dest")"
+	target=$safe/${dest##*/}
+	if [ -f "$target" ] && [ ! -L "$target" ] && cmp -s "$src" "$target"; then
+		[ "$(stat -c %a "$target")" = "${mode#0}" ] || chmod "$mode" "$target"
+		changed=no
+		return 0
+	fi
+	staged=$(mktemp "$safe/.sev-xform.XXXXXXXX")
+	if cp "$src" "$staged" && chmod "$mode" "$staged" && mv -fT "$staged" "$target"; then
+		staged=
+		changed=yes
+		return 0
+	fi
+	rm -f "$staged"
+	staged=
+	die "could not write $DESTDIR$dest"
+}
+
+install_file() {
+	record file "$2"
+	place_file "$@"
+}
+
+# Manifest lines name only what install.sh can have created: the binary (PREFIX/bin/sev-xform, for
+# any PREFIX an earlier run used), the hook, the host cache, and folders on the way to those. Anything
+# else means the manifest was tampered with, and --uninstall, which runs as root, refuses it whole.
+check_manifest() {
+	manifest=$1
+	[ -f "$manifest" ] && [ ! -L "$manifest" ] || die "$manifest is not a regular file; nothing was changed"
+	files=$(sed -n 's/^file //p' "$manifest")
+	while IFS= read -r line; do
+		kind=${line%% *}
+		path=${line#* }
+		ok=no
+		case $path in
+		/*[!A-Za-z0-9._/+-]* | *//* | */./* | */../* | */. | */.. | */) ;;
+		/?*)
+			case $kind in
+			file)
+				case $path in
+				"$HOOK" | "$CACHE" | /bin/sev-xform | /?*/bin/sev-xform) ok=yes ;;
+				esac
+				;;
+			dir)
+				for f in $files $HOOK $CACHE; do
+					case $f in "$path"/*) ok=yes ;; esac
+				done
+				;;
+			esac
+			;;
+		esac
+		[ "$line" != "$kind $path" ] && ok=no
+		[ "$ok" = yes ] || die "$manifest: the entry '$line' is not a path install.sh installs (was the manifest edited?); nothing was removed or changed"
+	done <"$manifest"
+}
+
+# The Debian package provides the same files and the same hook: a second copy beside it would leave
+# one of them behind when the other is removed.
+package_installed() {
+	command -v dpkg-query >/dev/null 2>&1 || return 1
+	pkg_status=$(dpkg-query -W -f='${db:Status-Status}' sev-xform 2>/dev/null) || return 1
+	case $pkg_status in
+	'' | not-installed | config-files) return 1 ;;
+	esac
+}
+
+# A file the Debian package owns (the hook, when both were once installed): --uninstall leaves it.
+owned_by_package() {
+	[ -z "$DESTDIR" ] && command -v dpkg-query >/dev/null 2>&1 && dpkg-query -S "$1" >/dev/null 2>&1
+}
 
 # The manifest is the union of this run's and earlier runs' entries, rewritten only when it changes.
 save_manifest() {
@@ -91,21 +221,23 @@ save_manifest() {
 	{
 		if [ -f "$DESTDIR$MANIFEST" ]; then cat "$DESTDIR$MANIFEST"; fi
 		cat "$recorded"
-	} | LC_ALL=C sort -u >"$recorded.manifest"
-	if [ -f "$DESTDIR$MANIFEST" ] && cmp -s "$recorded.manifest" "$DESTDIR$MANIFEST"; then return 0; fi
-	cp "$recorded.manifest" "$DESTDIR$MANIFEST.new.$$"
-	chmod 0644 "$DESTDIR$MANIFEST.new.$$"
-	mv -f "$DESTDIR$MANIFEST.new.$$" "$DESTDIR$MANIFEST"
+	} | LC_ALL=C sort -u >"$work/manifest"
+	place_file "$work/manifest" "$MANIFEST" 0644
 }
 
 # On a failure half-way, what was already created still goes into the manifest, so --uninstall can remove it.
 on_exit() {
 	status=$?
-	if [ "$status" -ne 0 ] && [ "$action" = install ] && [ -s "$recorded" ]; then save_manifest || true; fi
-	rm -f "$recorded" "$recorded.hook" "$recorded.manifest"
+	if [ "$status" -ne 0 ] && [ "$action" = install ] && [ -s "$recorded" ]; then (save_manifest) || true; fi
+	[ -z "$staged" ] || rm -f "$staged"
+	rm -rf "$work"
 	exit "$status"
 }
 trap on_exit EXIT
+# dash runs the EXIT trap on exit only: turn the usual signals into one.
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # mkdir -p that records each folder it creates, so that uninstall removes only those.
 ensure_dir() {
@@ -113,31 +245,16 @@ ensure_dir() {
 	rest=${1#/}
 	while [ -n "$rest" ]; do
 		part=${rest%%/*}
+		parent=$DESTDIR$path
 		path=$path/$part
 		if [ "$rest" = "$part" ]; then rest=; else rest=${rest#*/}; fi
 		if [ ! -d "$DESTDIR$path" ]; then
-			mkdir -m 0755 "$DESTDIR$path"
+			check_folder "${parent:-/}"
+			mkdir -m 0755 "$safe/$part"
 			record dir "$path"
 		fi
 	done
-}
-
-# Copies SRC to DEST (mode MODE) unless it is already there unchanged, and sets
-# $changed; the rename makes the switch atomic, so a hook running meanwhile
-# sees the old file or the new one, never half of one.
-install_file() {
-	src=$1 dest=$2 mode=$3
-	target=$DESTDIR$dest
-	record file "$dest"
-	if [ -f "$target" ] && cmp -s "$src" "$target"; then
-		[ "$(stat -c %a "$target")" = "${mode#0}" ] || chmod "$mode" "$target"
-		changed=no
-		return 0
-	fi
-	cp "$src" "$target.new.$$"
-	chmod "$mode" "$target.new.$$"
-	mv -f "$target.new.$$" "$target"
-	changed=yes
+	check_folder "$DESTDIR$1"
 }
 
 libvirt_version() {
@@ -200,20 +317,51 @@ restart_libvirt() {
 	say "neither virtqemud nor libvirtd is running: the hook is picked up when one starts"
 }
 
+if [ -n "$DESTDIR" ]; then
+	given=$DESTDIR
+	DESTDIR=
+	if [ ! -e "$given" ]; then
+		[ "$action" = install ] || die "no manifest at $given$MANIFEST: DESTDIR $given does not exist"
+		# Packagers point DESTDIR at a folder that may not exist yet: created, once the folder it goes into passes.
+		existing=$(dirname "$given")
+		while [ ! -e "$existing" ]; do existing=$(dirname "$existing"); done
+		check_folder "$existing"
+		mkdir -p -m 0755 "$given"
+	fi
+	check_folder "$given"
+	[ "$safe" != / ] || die "DESTDIR $given is the root folder: leave DESTDIR unset to install into this system"
+	case $safe in
+	*[!A-Za-z0-9._/+-]*) die "DESTDIR $given resolves to $safe; its path may only contain letters, digits and . _ / + -" ;;
+	esac
+	# From here on DESTDIR is its real path, to which check_folder holds every folder written.
+	DESTDIR=$safe
+fi
+
 if [ "$action" = uninstall ]; then
 	manifest=$DESTDIR$MANIFEST
-	[ -f "$manifest" ] || die "no manifest at $manifest: nothing was installed by install.sh here"
-	dirs=$(grep '^dir ' "$manifest" | sed 's/^dir //' | sort -r)
-	grep '^file ' "$manifest" | sed 's/^file //' | while read -r path; do
-		if [ -e "$DESTDIR$path" ]; then
-			rm -f "$DESTDIR$path"
-			say "removed $path"
+	[ -e "$manifest" ] || die "no manifest at $manifest: nothing was installed by install.sh here"
+	check_folder "$DESTDIR$STATE"
+	check_manifest "$manifest"
+	dirs=$(sed -n 's/^dir //p' "$manifest" | LC_ALL=C sort -r)
+	for path in $(sed -n 's/^file //p' "$manifest"); do
+		folder=$(dirname "$DESTDIR$path")
+		[ -d "$folder" ] || continue
+		check_folder "$folder"
+		target=$safe/${path##*/}
+		[ -e "$target" ] || [ -L "$target" ] || continue
+		if owned_by_package "$path"; then
+			say "kept $path: it belongs to the Debian package sev-xform"
+			continue
 		fi
+		rm -f "$target"
+		say "removed $path"
 	done
 	rm -f "$manifest"
 	for path in $dirs; do
-		[ -d "$DESTDIR$path" ] || continue
-		if rmdir "$DESTDIR$path" 2>/dev/null; then
+		[ -d "$DESTDIR$path" ] && [ ! -L "$DESTDIR$path" ] || continue
+		if owned_by_package "$path"; then continue; fi
+		check_folder "$(dirname "$DESTDIR$path")"
+		if rmdir "$safe/${path##*/}" 2>/dev/null; then
 			say "removed $path/"
 		else
 			say "kept $path/: it holds files install.sh did not put there (e.g. backups from sev-xform apply)"
@@ -223,6 +371,10 @@ if [ "$action" = uninstall ]; then
 	exit 0
 fi
 
+if [ -z "$DESTDIR" ] && package_installed; then
+	die "the Debian package sev-xform is installed here (dpkg status: $pkg_status) and provides the binary and the hook already; upgrade or remove it with apt or dpkg instead of install.sh"
+fi
+if [ -e "$DESTDIR$MANIFEST" ]; then check_manifest "$DESTDIR$MANIFEST"; fi
 [ -x "$here/dist/sev-xform" ] || die "$here/dist/sev-xform is missing: build it first with 'npm run build'"
 if [ "$check_libvirt" = yes ] || { [ "$check_libvirt" = auto ] && [ -z "$DESTDIR" ]; }; then
 	check_libvirt_version
@@ -236,8 +388,8 @@ ensure_dir "$HOOKS/qemu.d"
 install_file "$here/dist/sev-xform" "$BIN" 0755
 if [ "$changed" = yes ]; then say "installed $BIN"; else say "$BIN is up to date"; fi
 
-sed "s|^SEV_XFORM=.*|SEV_XFORM=$BIN|" "$here/hooks/qemu" >"$recorded.hook"
-install_file "$recorded.hook" "$HOOK" 0755
+sed "s|^SEV_XFORM=.*|SEV_XFORM=$BIN|" "$here/hooks/qemu" >"$work/hook"
+install_file "$work/hook" "$HOOK" 0755
 hook_changed=$changed
 if [ "$changed" = yes ]; then say "installed the hook $HOOK"; else say "the hook $HOOK is up to date"; fi
 
@@ -251,7 +403,7 @@ else
 	# `host` exits 1 on a host that cannot run SEV guests yet, having written the cache all the same: look at the file.
 	before=$(cksum "$CACHE" 2>/dev/null || echo none)
 	host_status=0
-	"$BIN" host --write-cache || host_status=$?
+	"$BIN" host --write-cache --state-dir "$STATE" || host_status=$?
 	if [ -f "$CACHE" ] && [ "$(cksum "$CACHE")" != "$before" ]; then
 		record file "$CACHE"
 		say "wrote the host cache $CACHE"

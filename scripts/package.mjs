@@ -7,7 +7,7 @@
 //
 // xz by default: every dpkg reads it. zstd builds in a second (Debian >= 12, Ubuntu >= 21.10).
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { dirname, join, relative, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -222,11 +222,19 @@ function main() {
     }
     mkdirSync(opts.outDir, { recursive: true });
     const deb = join(opts.outDir, `sev-xform_${version}_amd64.deb`);
-    const partial = `${deb}.partial-${process.pid}`;
-    run('dpkg-deb', ['--root-owner-group', `-Z${opts.compression}`, ...(opts.compression === 'xz' ? ['-z1'] : []), '--build', root, partial], {
-      env: { ...process.env, SOURCE_DATE_EPOCH: String(epoch) },
-    });
-    run('mv', ['-f', partial, deb]);
+    // Finished in a private folder beside the .deb (mkdtemp: --out-dir may be a shared folder such as
+    // /tmp), then renamed: atomic, and a symlink planted at the .deb's name is replaced, not written through.
+    const outWork = mkdtempSync(join(opts.outDir, '.sev-xform-package-'));
+    try {
+      const partial = join(outWork, 'sev-xform.deb');
+      run('dpkg-deb', ['--root-owner-group', `-Z${opts.compression}`, ...(opts.compression === 'xz' ? ['-z1'] : []), '--build', root, partial], {
+        env: { ...process.env, SOURCE_DATE_EPOCH: String(epoch) },
+      });
+      chmodSync(partial, 0o644);
+      renameSync(partial, deb);
+    } finally {
+      rmSync(outWork, { recursive: true, force: true });
+    }
     console.log(deb);
   } finally {
     rmSync(work, { recursive: true, force: true });

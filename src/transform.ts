@@ -6,6 +6,7 @@ import type { XmlDocument } from './xml/xmlapi.js';
 import { fail } from './failure.js';
 import { findTag } from './domain/tag.js';
 import { refuseQemuPassthrough } from './domain/qemu-passthrough.js';
+import { refuseUnprobedEmulator } from './domain/emulator.js';
 import { PRESET } from './rules/index.js';
 import type { HostFacts, Rule, TransformOptions } from './rules/types.js';
 
@@ -77,5 +78,7 @@ export function transformDocument(
       warn: (message) => warnings.push(message),
     });
   }
+  // After the rules, so that a domain they refuse (another arch, say) is refused for that first.
+  refuseUnprobedEmulator(domain, host);
   return { output: changes.length ? doc.toString() : input, converted: true, changes, warnings };
 }

@@ -8,7 +8,7 @@ import { createTwoFilesPatch } from 'diff';
 import { FailureError, fail, renderFailure } from '../failure.js';
 import { DEFAULT_STATE_DIR, stateDirOf } from '../host/cache.js';
 import { hostFacts, type CommandResult } from '../host/facts.js';
-import { transformDomain } from '../transform.js';
+import { readDomain, transformDocument } from '../transform.js';
 import type { HostFacts, TransformOptions } from '../rules/types.js';
 import type { Io } from '../io.js';
 import { conversionOptions, firmwareDirsFrom, hostOptions, transformOptionsFrom } from './transform.js';
@@ -31,10 +31,13 @@ function virsh(io: Io, connect: string | undefined, args: readonly string[]): Co
   return io.run('virsh', connect ? ['--connect', connect, ...args] : args);
 }
 
-/** 20250131T235959Z: sortable, and free of the colons some tools choke on. */
+/** 20250131T235959.123Z: UTC, sortable as text, and free of the colons some tools choke on. */
 function timestamp(now: Date): string {
-  return now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return now.toISOString().replace(/[-:]/g, '');
 }
+
+/** libvirt's canonical UUID form, which `virsh dumpxml` always prints. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 function fsyncDir(dir: string): void {
   const fd = openSync(dir, 'r');
@@ -45,14 +48,19 @@ function fsyncDir(dir: string): void {
   }
 }
 
-/** Writes the backup durably (file and folder entry on disk) and never over an older one. */
-export function writeBackup(dir: string, vm: string, xml: string, now: Date): string {
-  const base = `${vm.replace(/\//g, '_')}-${timestamp(now)}`;
+/**
+ * Writes the backup durably (file and folder entry on disk) as DIR/UUID-TIMESTAMP.xml, never over an
+ * older one. Named by UUID, not by domain name: a name may be 1000 bytes or hold any character but
+ * '/', and it must never decide a path that root writes.
+ */
+export function writeBackup(dir: string, uuid: string, xml: string, now: Date): string {
+  if (!UUID.test(uuid)) throw new Error(`writeBackup: '${uuid}' is not a UUID`);
   try {
     // 0700: `dumpxml --security-info` includes passwords (VNC, SPICE).
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    for (let i = 0; ; i++) {
-      const file = join(dir, i === 0 ? `${base}.xml` : `${base}-${i}.xml`);
+    // A second backup within the same millisecond takes the next free one, so that names keep the order of writing.
+    for (let ms = 0; ; ms++) {
+      const file = join(dir, `${uuid}-${timestamp(new Date(now.getTime() + ms))}.xml`);
       let fd: number;
       try {
         fd = openSync(file, 'wx', 0o600);
@@ -75,16 +83,17 @@ export function writeBackup(dir: string, vm: string, xml: string, now: Date): st
     }
   } catch (e: unknown) {
     const code = (e as NodeJS.ErrnoException).code;
-    fail({ kind: 'io', what: dir, message: `cannot write the backup of ${vm} (${code ?? String(e)}); nothing was defined` });
+    fail({ kind: 'io', what: dir, message: `cannot write the backup (${code ?? String(e)}); nothing was defined` });
   }
 }
 
 /** The converted XML for `virsh define` (virsh takes a file; 0600 for the passwords in it). */
 function writeTemp(vm: string, xml: string): { dir: string; file: string } {
+  // A private folder from mkdtemp; the file in it has a fixed name, never the domain's.
   let dir: string | undefined;
   try {
     dir = mkdtempSync(join(tmpdir(), 'sev-xform-apply-'));
-    const file = join(dir, `${vm.replace(/\//g, '_')}.xml`);
+    const file = join(dir, 'domain.xml');
     writeFileSync(file, xml, { mode: 0o600 });
     return { dir, file };
   } catch (e: unknown) {
@@ -111,7 +120,9 @@ function applyOne(io: Io, vm: string, s: ApplySettings): boolean {
     return false;
   }
   const original = dumped.stdout;
-  const result = transformDomain(original, s.options, s.host, { all: s.all });
+  const doc = readDomain(original, `${vm}.xml`);
+  const uuid = doc.root.first('uuid')?.text().trim() ?? '';
+  const result = transformDocument(doc, original, s.options, s.host, { all: s.all });
   for (const w of result.warnings) io.stderr(`sev-xform: ${vm}: warning: ${w}\n`);
   if (!result.converted) {
     io.stderr(
@@ -128,7 +139,11 @@ function applyOne(io: Io, vm: string, s: ApplySettings): boolean {
     return true;
   }
 
-  const backup = writeBackup(s.backupDir, vm, original, new Date());
+  if (!UUID.test(uuid)) {
+    io.stderr(`sev-xform: ${vm}: domain/uuid '${uuid}' is not a UUID; the backup is named after it: nothing was defined\n`);
+    return false;
+  }
+  const backup = writeBackup(s.backupDir, uuid, original, new Date());
   // Said before defining, so that whatever happens next the operator knows where the original is.
   io.stderr(`sev-xform: ${vm}: original definition saved to ${backup}\n`);
   const tmp = writeTemp(vm, result.output);
@@ -164,7 +179,7 @@ export const applyCommand: CommandSpec = {
       .option('dry-run', { type: 'boolean', default: false, describe: 'print the diff; define nothing' })
       .option('state-dir', {
         type: 'string',
-        describe: `backups go to STATE-DIR/${BACKUP_DIR}/VM-TIMESTAMP.xml (default: $SEV_XFORM_STATE_DIR or ${DEFAULT_STATE_DIR})`,
+        describe: `backups go to STATE-DIR/${BACKUP_DIR}/UUID-TIMESTAMP.xml (default: $SEV_XFORM_STATE_DIR or ${DEFAULT_STATE_DIR})`,
       })
       .option('connect', { alias: 'c', type: 'string', describe: 'libvirt URI passed to virsh --connect' })
       .example('$0 apply --dry-run web1', 'show what would change')

@@ -68,6 +68,13 @@ const ACTIONS: Readonly<Record<string, Action>> = {
  */
 const SEV_MARKERS: readonly string[] = ['urn:sev-xform', '<launchSecurity'];
 
+/** Markup whose content is not markup: comments, CDATA sections, processing instructions (and the XML declaration). */
+const OPAQUE: ReadonlyArray<readonly [string, string]> = [
+  ['<!--', '-->'],
+  ['<![CDATA[', ']]>'],
+  ['<?', '?>'],
+];
+
 /**
  * When the XML cannot be parsed, "is it an SEV domain?" is answered from the
  * text, but only from markup: a namespace declaration whose value is the tag's
@@ -77,13 +84,6 @@ const SEV_MARKERS: readonly string[] = ['urn:sev-xform', '<launchSecurity'];
  * once got an innocent domain refused. Erring towards SEV only refuses a domain
  * whose XML is broken anyway; erring the other way could boot it unencrypted.
  */
-/** Markup whose content is not markup: comments, CDATA sections, processing instructions (and the XML declaration). */
-const OPAQUE: ReadonlyArray<readonly [string, string]> = [
-  ['<!--', '-->'],
-  ['<![CDATA[', ']]>'],
-  ['<?', '?>'],
-];
-
 export function mentionsSev(text: string): boolean {
   let i = 0;
   for (;;) {
@@ -123,28 +123,46 @@ function tagEnd(text: string, lt: number): number {
   return text.length;
 }
 
-/** True when any SEV marker occurs in the bytes, as plain text. */
-function bytesMention(bytes: Buffer): boolean {
-  return SEV_MARKERS.some((m) => bytes.includes(m, 0, 'latin1'));
+/** The markers as a scan looks for them: lower case, since the shim matches the namespace in any case. */
+const SCAN_MARKERS: readonly string[] = SEV_MARKERS.map((m) => m.toLowerCase());
+const SCAN_OVERLAP = Math.max(...SCAN_MARKERS.map((m) => m.length)) - 1;
+const SCAN_SLICE = 1024 * 1024;
+
+/** True when any marker occurs in the bytes, ASCII letters compared in any case; `scratch` holds the lowered copy. */
+function bytesMention(bytes: Uint8Array, scratch: Buffer): boolean {
+  const lowered = scratch.subarray(0, bytes.length);
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]!;
+    lowered[i] = b >= 0x41 && b <= 0x5a ? b | 0x20 : b;
+  }
+  return SCAN_MARKERS.some((m) => lowered.includes(m, 0, 'latin1'));
 }
 
 /**
  * An input over the limit is not parsed; it is an SEV domain when an SEV marker occurs anywhere in
- * it, including the part past the limit, which is read on in chunks that overlap by a marker's
- * length less one byte (bounded memory). An XML past the limit hid a tag once.
+ * it, including the part past the limit, which is read on. Both are scanned in 1 MiB slices that
+ * overlap by a marker's length less one byte, so memory stays bounded. An XML past the limit hid a tag once.
  */
 async function overLimitMentionsSev(first: Uint8Array, io: Io): Promise<boolean> {
-  let carry = Buffer.from(first.buffer, first.byteOffset, first.byteLength);
-  if (bytesMention(carry)) return true;
+  const scratch = Buffer.allocUnsafe(SCAN_SLICE + SCAN_OVERLAP);
+  const window = Buffer.allocUnsafe(SCAN_SLICE + SCAN_OVERLAP);
+  let carried = 0;
+  /** Scans `chunk` after the last SCAN_OVERLAP bytes seen before it. */
+  const scan = (chunk: Uint8Array): boolean => {
+    for (let at = 0; at < chunk.length; at += SCAN_SLICE) {
+      const part = chunk.subarray(at, at + SCAN_SLICE);
+      window.set(part, carried);
+      const size = carried + part.length;
+      if (bytesMention(window.subarray(0, size), scratch)) return true;
+      carried = Math.min(SCAN_OVERLAP, size);
+      window.copyWithin(0, size - carried, size);
+    }
+    return false;
+  };
+  if (scan(first)) return true;
   // Nothing can look at the rest: an input that may hide the tag is treated as SEV.
   if (!io.readStdinRest) return true;
-  const overlap = Math.max(...SEV_MARKERS.map((m) => m.length)) - 1;
-  carry = Buffer.from(carry.subarray(carry.length - overlap));
-  for await (const chunk of io.readStdinRest()) {
-    const joined = Buffer.concat([carry, chunk]);
-    if (bytesMention(joined)) return true;
-    carry = Buffer.from(joined.subarray(Math.max(0, joined.length - overlap)));
-  }
+  for await (const chunk of io.readStdinRest()) if (scan(chunk)) return true;
   return false;
 }
 

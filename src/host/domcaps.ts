@@ -16,6 +16,8 @@ export interface SevCaps {
 }
 
 export interface DomainCaps {
+  /** The QEMU binary these capabilities were probed from (`<path>`). */
+  emulator?: string;
   arch?: string;
   machine?: string;
   sev: SevCaps;
@@ -57,6 +59,7 @@ export function parseDomainCaps(xml: string, source: string): DomainCaps {
       : (sectype?.elements('value') ?? []).map((v) => v.text().trim());
   return {
     launchSecurityTypes,
+    emulator: caps.first('path')?.text().trim() || undefined,
     arch: caps.first('arch')?.text().trim(),
     machine: caps.first('machine')?.text().trim(),
     sev: {

@@ -424,6 +424,8 @@ test('the lock folder: a symlink, a folder not owned by root, or one others can 
     ['not root-owned', (d: string) => (mkdirSync(d, { mode: 0o700 }), chownSync(d, 4321, 4321))],
     ['world-writable', (d: string) => (mkdirSync(d), chmodSync(d, 0o777))],
     ['a file', (d: string) => writeFileSync(d, '')],
+    ['holding a symlinked lock file', (d: string) => (mkdirSync(d, { mode: 0o700 }), symlinkSync('/etc/hostname', join(d, 'prepare.lock')))],
+    ['holding a FIFO as a reservation', (d: string) => (mkdirSync(d, { mode: 0o700 }), spawnSync('mkfifo', [join(d, `reserved-${'0'.repeat(64)}.json`)]))],
   ] as const) {
     const e = hostEnv();
     const dir = e.env['SEV_XFORM_LOCK_DIR']!;

@@ -2,7 +2,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -165,6 +165,152 @@ test('libvirt 6.5 and later pass the version check', () => {
   const r = install(root, ['--check-libvirt'], { PATH: `${fakeLibvirt('6.5.0')}:/usr/bin:/bin` });
   assert.is(r.code, 0, r.stderr);
   assert.ok(existsSync(join(root, 'etc/libvirt/hooks/qemu.d/sev-xform')));
+});
+
+test('DESTDIR that does not exist yet is created, with its parents', () => {
+  const root = join(tempRoot(), 'new/dir');
+  const r = install(root);
+  assert.is(r.code, 0, r.stderr);
+  assert.ok(existsSync(join(root, 'etc/libvirt/hooks/qemu.d/sev-xform')));
+  assert.is(statSync(join(root, '..')).mode & 0o777, 0o755);
+  assert.is(install(root, ['--uninstall']).code, 0);
+  // --uninstall never creates it.
+  const missing = join(tempRoot(), 'missing');
+  const gone = install(missing, ['--uninstall']);
+  assert.is(gone.code, 1);
+  assert.ok(gone.stderr.includes('no manifest'), gone.stderr);
+  assert.not.ok(existsSync(missing));
+});
+
+test('a symlink in the staging root never makes install.sh write outside it; one at a file it installs is replaced, not followed', () => {
+  const outside = tempRoot();
+  writeFileSync(join(outside, 'sev-xform'), 'outside');
+  const root = tempRoot();
+  mkdirSync(join(root, 'etc/libvirt/hooks'), { recursive: true });
+  symlinkSync(outside, join(root, 'etc/libvirt/hooks/qemu.d'));
+  const r = install(root);
+  assert.is(r.code, 1);
+  assert.ok(r.stderr.includes(`resolves to ${outside}, outside DESTDIR`), r.stderr);
+  assert.equal(readdirSync(outside), ['sev-xform']);
+  assert.is(readFileSync(join(outside, 'sev-xform'), 'utf8'), 'outside');
+
+  const second = tempRoot();
+  mkdirSync(join(second, 'usr/local/bin'), { recursive: true });
+  symlinkSync(join(outside, 'sev-xform'), join(second, 'usr/local/bin/sev-xform'));
+  const r2 = install(second);
+  assert.is(r2.code, 0, r2.stderr);
+  assert.is(readFileSync(join(outside, 'sev-xform'), 'utf8'), 'outside', 'the link target is untouched');
+  assert.ok(readFileSync(join(second, 'usr/local/bin/sev-xform')).equals(readFileSync('dist/sev-xform')));
+  assert.equal(readdirSync(outside), ['sev-xform']);
+  // No staged copy is left beside the files.
+  assert.equal(readdirSync(join(second, 'usr/local/bin')), ['sev-xform']);
+});
+
+test('a staging folder others can write to, or one owned by another user, is refused before anything is written', () => {
+  const root = tempRoot();
+  const open = join(root, 'open');
+  mkdirSync(open);
+  chmodSync(open, 0o777);
+  const r = install(join(open, 'stage'));
+  assert.is(r.code, 1);
+  assert.ok(r.stderr.includes(`${open} (on the way to`) && r.stderr.includes('writable by group or others (mode 777)'), r.stderr);
+  assert.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+  assert.equal(readdirSync(open), []);
+  if (process.getuid?.() !== 0) return;
+  // As root, a DESTDIR another user owns (say one planted in /tmp before the run) is refused.
+  const planted = join(root, 'planted');
+  mkdirSync(planted);
+  chownSync(planted, 65534, 65534);
+  const r2 = install(planted);
+  assert.is(r2.code, 1);
+  assert.ok(r2.stderr.includes(`${planted} (on the way to ${planted}) is owned by uid 65534`), r2.stderr);
+  assert.equal(readdirSync(planted), []);
+});
+
+// ---- a local attacker against the temporary files (issue 12)
+
+/**
+ * A mktemp in front of the real one that plays a local user watching the temporary folder: beside
+ * every name it hands out it plants FIFOs (`NAME.hook`, `NAME.manifest`); each swallows what
+ * install.sh writes into it, then feeds every later reader the attacker's payload. An install that
+ * used those names would copy the attacker's hook and manifest.
+ */
+function attackerMktemp(payloads: Record<string, string>): { path: string; pids: string; stop: () => void } {
+  const dir = tempRoot();
+  const bin = join(dir, 'bin');
+  mkdirSync(bin);
+  const pids = join(dir, 'pids');
+  const plant = Object.entries(payloads)
+    .map(
+      ([ext, payload]) => `fifo="$name.${ext}"
+mkfifo "$fifo"
+( exec </dev/null >/dev/null 2>&1
+  while IFS= read -r _; do :; done <"$fifo"
+  while [ -p "$fifo" ]; do printf '%s' ${JSON.stringify(payload).replace(/\$/g, '\\$')} >"$fifo"; done ) &
+echo $! >>'${pids}'`,
+    )
+    .join('\n');
+  // Only builtins read and write the FIFOs, so killing the subshell ends every blocked open.
+  writeFileSync(join(bin, 'mktemp'), `#!/bin/sh\nname=$(/usr/bin/mktemp "$@") || exit\n${plant}\nprintf '%s\\n' "$name"\n`, { mode: 0o755 });
+  const stop = (): void => {
+    if (!existsSync(pids)) return;
+    for (const pid of readFileSync(pids, 'utf8').split('\n').filter(Boolean)) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  };
+  return { path: `${bin}:${process.env['PATH'] ?? '/usr/bin:/bin'}`, pids, stop };
+}
+
+test('a local user with FIFOs beside the temporary files can neither plant the hook nor steer --uninstall', () => {
+  const root = tempRoot();
+  writeFileSync(join(root, 'victim'), 'not installed by install.sh');
+  const tmp = tempRoot();
+  const attacker = attackerMktemp({ hook: '#!/bin/sh\n# the attacker\nexit 0\n', manifest: 'file /victim\n' });
+  let r: Run;
+  try {
+    r = install(root, [], { PATH: attacker.path, TMPDIR: tmp });
+  } finally {
+    attacker.stop();
+  }
+  assert.is(r.code, 0, r.stderr);
+  assert.ok(existsSync(attacker.pids), 'install.sh asked mktemp for its temporary names');
+  const expected = readFileSync('hooks/qemu', 'utf8').replace(/^SEV_XFORM=.*$/m, 'SEV_XFORM=/usr/local/bin/sev-xform');
+  const hook = readFileSync(join(root, 'etc/libvirt/hooks/qemu.d/sev-xform'), 'utf8');
+  assert.ok(hook === expected, `the installed hook is ours, not:\n${hook.slice(0, 200)}`);
+  const manifest = readFileSync(join(root, 'var/lib/sev-xform/install-manifest'), 'utf8');
+  assert.not.match(manifest, /victim/, manifest);
+  // Nothing of install.sh's is left in the temporary folder: only what the attacker planted.
+  assert.equal(readdirSync(tmp).filter((f) => !/\.(hook|manifest)$/.test(f)), [], 'the temporary folder is removed');
+  const gone = install(root, ['--uninstall']);
+  assert.is(gone.code, 0, gone.stderr);
+  assert.is(readFileSync(join(root, 'victim'), 'utf8'), 'not installed by install.sh', '--uninstall deleted nothing it did not install');
+});
+
+test('--uninstall refuses a manifest that names paths install.sh never creates, and deletes nothing', () => {
+  const root = tempRoot();
+  assert.is(install(root).code, 0);
+  mkdirSync(join(root, 'etc'), { recursive: true });
+  writeFileSync(join(root, 'etc/passwd'), 'root:x:0:0::/root:/bin/sh\n');
+  const manifestPath = join(root, 'var/lib/sev-xform/install-manifest');
+  const original = readFileSync(manifestPath, 'utf8');
+  // The test rewrites the manifest itself; everything else must stay as it was.
+  const others = (): string[] => snapshot(root).filter((e) => !e.startsWith('var/lib/sev-xform/install-manifest '));
+  const before = others();
+  for (const line of ['file /etc/passwd', 'dir /root', 'file /var/lib/sev-xform/../../../etc/passwd', 'file /usr/local/bin/../../../etc/passwd', 'file relative/bin/sev-xform', 'rmrf /etc', 'file /etc/libvirt/hooks/qemu']) {
+    writeFileSync(manifestPath, `${original}${line}\n`);
+    const r = install(root, ['--uninstall']);
+    assert.is(r.code, 1, `${line}: ${r.stdout}${r.stderr}`);
+    assert.ok(r.stderr.includes(`'${line}'`) && r.stderr.includes('nothing was removed'), `${line}: ${r.stderr}`);
+    assert.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+    writeFileSync(manifestPath, original);
+    assert.equal(others(), before, `${line}: nothing changed`);
+  }
+  assert.is(install(root, ['--uninstall']).code, 0);
+  assert.ok(existsSync(join(root, 'etc/passwd')));
 });
 
 // ---- the shim

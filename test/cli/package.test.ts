@@ -49,6 +49,23 @@ test('npm run package is the build followed by scripts/package.mjs', () => {
   assert.match(scripts['package'] ?? '', /scripts\/build\.mjs.*&&.*scripts\/package\.mjs|npm run build.*&&.*scripts\/package\.mjs/);
 });
 
+test('npm ci is quiet: every dependency with an install script is allowed or denied in package.json (npm 11 allowScripts)', () => {
+  const pkgJson = JSON.parse(readFileSync('package.json', 'utf8')) as { allowScripts?: Record<string, boolean> };
+  const lock = JSON.parse(readFileSync('package-lock.json', 'utf8')) as { packages: Record<string, { version?: string; hasInstallScript?: boolean }> };
+  const withScripts = Object.entries(lock.packages)
+    .filter(([, p]) => p.hasInstallScript)
+    .map(([path, p]) => ({ name: path.replace(/^.*node_modules\//, ''), version: p.version ?? '' }));
+  assert.ok(withScripts.length > 0, 'esbuild has a postinstall');
+  const decided = pkgJson.allowScripts ?? {};
+  for (const { name, version } of withScripts) {
+    const entry = Object.keys(decided).find((k) => k === name || k === `${name}@${version}`);
+    assert.ok(entry !== undefined, `${name}@${version}'s install script is neither allowed nor denied in package.json allowScripts`);
+  }
+  // esbuild's postinstall only checks @esbuild/linux-x64 and hard-links its binary over the bin/esbuild
+  // wrapper; scripts/build.mjs uses esbuild's JS API, which finds @esbuild/linux-x64 by itself.
+  assert.is(decided['esbuild'], false);
+});
+
 test('the .deb holds the binary, the hook shim, man page, completion, hook.conf and the state folder', () => {
   if (!HAVE_TOOLS) return;
   const { deb, tree } = pkg();
@@ -192,6 +209,104 @@ test('dpkg -i installs it; sev-xform runs from /usr/bin; dpkg -r removes the hoo
   for (const p of INSTALLED) assert.not.ok(existsSync(p), `${p} is gone after purge`);
   assert.is(existsSync('/etc/libvirt/hooks'), hooksBefore, '/etc/libvirt/hooks as it was');
   assert.not.match(run('dpkg-query', ['-W', '-f=${Status}', 'sev-xform']).stdout, /installed|config-files/, 'dpkg forgets the package');
+});
+
+// ---- install.sh and the package on one machine: each knows of the other
+
+const SCRIPT_BIN = '/usr/local/bin/sev-xform';
+const MANIFEST = '/var/lib/sev-xform/install-manifest';
+const HOOK = '/etc/libvirt/hooks/qemu.d/sev-xform';
+
+/** True when neither the package nor install.sh has put anything on this machine; says why not otherwise. */
+function machineIsClean(what: string): boolean {
+  const taken = [...INSTALLED, SCRIPT_BIN, MANIFEST].filter((p) => existsSync(p));
+  const status = run('dpkg-query', ['-W', '-f=${Status}', 'sev-xform']);
+  if (taken.length === 0 && !/installed|config-files/.test(status.stdout)) return true;
+  console.log(`package: ${what} skipped: sev-xform is already on this machine (${taken.join(', ') || 'dpkg'})`);
+  return false;
+}
+
+/** A virsh that answers domcapabilities from examples/, so that the host cache both write is predictable. */
+function fakeVirshPath(): Record<string, string> {
+  const fake = join(work, 'fake-virsh');
+  mkdirSync(fake, { recursive: true });
+  writeFileSync(join(fake, 'virsh'), `#!/bin/sh\ncase "$1" in domcapabilities) cat ${resolve('examples/domcaps.xml')} ;; *) exit 1 ;; esac\n`);
+  chmodSync(join(fake, 'virsh'), 0o755);
+  return { PATH: `${fake}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` };
+}
+
+/** Whatever a failed test left: the package purged, install.sh's installation uninstalled. */
+function cleanUp(env: Record<string, string>): void {
+  run('dpkg', ['--purge', 'sev-xform'], env);
+  if (existsSync(MANIFEST)) run('sh', [resolve('install.sh'), '--uninstall'], env);
+  // The machine was clean when the test began: a binary left now is this test's (a purge that lost the manifest).
+  if (existsSync(SCRIPT_BIN) && readFileSync(SCRIPT_BIN).equals(readFileSync('dist/sev-xform'))) rmSync(SCRIPT_BIN);
+}
+
+test('a script install is taken over by dpkg -i (its binary removed, saying so); install.sh then refuses; purge leaves nothing of either', () => {
+  if (!HAVE_TOOLS || !IS_ROOT || !machineIsClean('take-over')) return;
+  const hooksBefore = existsSync('/etc/libvirt/hooks');
+  const { deb } = pkg();
+  const env = fakeVirshPath();
+  try {
+    const script = run('sh', [resolve('install.sh')], env);
+    assert.is(script.code, 0, script.stderr);
+    assert.ok(existsSync(SCRIPT_BIN) && existsSync(MANIFEST));
+
+    const install = run('dpkg', ['-i', deb], env);
+    assert.is(install.code, 0, install.stdout + install.stderr);
+    assert.match(install.stdout, /sev-xform: taking over the installation made by install\.sh/);
+    assert.match(install.stdout, /sev-xform: removed \/usr\/local\/bin\/sev-xform/);
+    assert.not.ok(existsSync(SCRIPT_BIN), "install.sh's binary is gone");
+    assert.not.ok(existsSync(MANIFEST), "install.sh's manifest is gone: the package owns the installation");
+    assert.ok(readFileSync(HOOK, 'utf8').includes('\nSEV_XFORM=/usr/bin/sev-xform\n'), "the hook is the package's");
+    assert.ok(existsSync('/var/lib/sev-xform/host.json'));
+
+    const again = run('sh', [resolve('install.sh')], env);
+    assert.is(again.code, 1, again.stdout);
+    assert.match(again.stderr, /^install\.sh: the Debian package sev-xform is installed here \(dpkg status: installed\).*upgrade or remove it with apt or dpkg instead of install\.sh$/m, again.stderr);
+    assert.is(again.stderr.trim().split('\n').length, 1, again.stderr);
+    assert.not.ok(existsSync(SCRIPT_BIN) || existsSync(MANIFEST), 'the refused install.sh wrote nothing');
+
+    const purge = run('dpkg', ['--purge', 'sev-xform'], env);
+    assert.is(purge.code, 0, purge.stdout + purge.stderr);
+    for (const p of [...INSTALLED, SCRIPT_BIN, MANIFEST]) assert.not.ok(existsSync(p), `${p} is gone after purge`);
+    assert.is(existsSync('/etc/libvirt/hooks'), hooksBefore, '/etc/libvirt/hooks as it was');
+  } finally {
+    cleanUp(env);
+  }
+});
+
+test('install.sh after dpkg -r: purge removes only what is the package\'s, and install.sh --uninstall then removes the rest', () => {
+  if (!HAVE_TOOLS || !IS_ROOT || !machineIsClean('purge after install.sh')) return;
+  const hooksBefore = existsSync('/etc/libvirt/hooks');
+  const { deb } = pkg();
+  const env = fakeVirshPath();
+  try {
+    assert.is(run('dpkg', ['-i', deb], env).code, 0);
+    assert.is(run('dpkg', ['-r', 'sev-xform'], env).code, 0);
+    // Removed, not purged: only the conffile is left, and install.sh may install.
+    const script = run('sh', [resolve('install.sh')], env);
+    assert.is(script.code, 0, script.stderr);
+    const scriptHook = readFileSync(HOOK, 'utf8');
+    assert.ok(scriptHook.includes('\nSEV_XFORM=/usr/local/bin/sev-xform\n'));
+
+    const purge = run('dpkg', ['--purge', 'sev-xform'], env);
+    assert.is(purge.code, 0, purge.stdout + purge.stderr);
+    assert.match(purge.stdout, /sev-xform: left the installation install\.sh made \(\/var\/lib\/sev-xform\/install-manifest\) as it is/);
+    assert.ok(existsSync(SCRIPT_BIN), "install.sh's binary stays");
+    assert.ok(existsSync(MANIFEST), "install.sh's manifest stays");
+    assert.is(readFileSync(HOOK, 'utf8'), scriptHook, "install.sh's hook stays");
+    assert.ok(existsSync('/var/lib/sev-xform/host.json'), "install.sh's host cache stays");
+    assert.not.match(run('dpkg-query', ['-W', '-f=${Status}', 'sev-xform']).stdout, /installed|config-files/);
+
+    const uninstall = run('sh', [resolve('install.sh'), '--uninstall'], env);
+    assert.is(uninstall.code, 0, uninstall.stderr);
+    for (const p of [...INSTALLED, SCRIPT_BIN, MANIFEST]) assert.not.ok(existsSync(p), `${p} is gone after install.sh --uninstall`);
+    assert.is(existsSync('/etc/libvirt/hooks'), hooksBefore, '/etc/libvirt/hooks as it was');
+  } finally {
+    cleanUp(env);
+  }
 });
 
 test.run();

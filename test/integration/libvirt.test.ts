@@ -1,4 +1,5 @@
-// Every golden output is accepted by the real libvirtd (virsh define), and the
+// On every stack (test/support/stack.ts): every golden output is accepted by
+// the real libvirtd (virsh define), and the
 // QEMU command line libvirt renders for it (domxml-to-native) is an SEV guest:
 // sev-guest object matching launchSecurity, confidential-guest-support, boot
 // disk on virtio-scsi, iommu_platform on every virtio device.
@@ -13,8 +14,9 @@ import {
   caseFirmwareDirs,
   caseWantsSev,
   defineAndRender,
+  caseSkip,
   describeCommand,
-  integrationEnabled,
+  integrationStacks,
   libvirtCases,
   libvirtCopy,
   overlayFirmware,
@@ -22,38 +24,51 @@ import {
   renderProblems,
   requirePrerequisites,
   sevExpectation,
+  stackDomcaps,
   validateSchema,
   virshOk,
   type El,
 } from '../support/libvirt.js';
 
-if (integrationEnabled('libvirt.test.ts')) {
-  const work = mkdtempSync(join(tmpdir(), 'sevx-test-libvirt-'));
-  let domcaps: El | undefined;
-  const hostCaps = (): El => (domcaps ??= parseXml(virshOk(['domcapabilities', '--machine', 'q35'])));
+const stacks = integrationStacks('libvirt.test.ts');
+const work = mkdtempSync(join(tmpdir(), 'sevx-test-libvirt-'));
 
-  test('prerequisites: libvirtd with SEV in domcapabilities, dist/sev-xform', () => {
-    requirePrerequisites();
-    assert.is(hostCaps().child('features')?.child('sev')?.attrs['supported'], 'yes', 'domcapabilities must report <sev supported="yes"> (test/integration/host/setup.sh patches it in)');
+for (const stack of stacks) {
+  const hostCaps = (): El => parseXml(stackDomcaps(stack));
+
+  test(stack.label('prerequisites: libvirtd with SEV in domcapabilities, dist/sev-xform'), () => {
+    requirePrerequisites([], stack);
+    assert.is(hostCaps().child('features')?.child('sev')?.attrs['supported'], 'yes', 'domcapabilities must report <sev supported="yes"> (the stack\'s setup script patches it in)');
   });
 
   for (const c of libvirtCases()) {
-    if (c.skip !== undefined) {
-      test.skip(`libvirt ${c.name} (skip-libvirt.txt: ${c.skip})`, () => {});
+    const title = stack.label(`libvirt ${c.name}`);
+    let skip: string | undefined;
+    try {
+      skip = caseSkip(c, stack);
+    } catch (e) {
+      // The stack's version could not be read: the prerequisites test says why; this case fails with it.
+      test(title, () => {
+        throw e;
+      });
       continue;
     }
-    test(`libvirt ${c.name}`, () => {
+    if (skip !== undefined) {
+      test.skip(`${title} (min-libvirt.txt: ${skip})`, () => {});
+      continue;
+    }
+    test(title, () => {
       const name = `sevx-test-${c.name}`;
-      const file = join(work, `${name}.xml`);
+      const file = join(work, `${stack.name}-${name}.xml`);
       libvirtCopy(c.out, name, file);
       const domain = parseXml(readFileSync(file, 'utf8'));
       const sev = sevExpectation(domain, hostCaps());
       assert.is(sev !== undefined, caseWantsSev(c), caseWantsSev(c) ? 'the golden output of a tagged (or --all) case has no launchSecurity' : 'an untagged case gained launchSecurity');
       // A case converted for another host's firmware (e.g. SEV-ES) renders only if libvirt sees that firmware.
-      const removeFirmware = caseFirmwareDirs(c).map(overlayFirmware);
+      const removeFirmware = caseFirmwareDirs(c).map((dir) => overlayFirmware(dir, stack));
       let r;
       try {
-        r = defineAndRender(file, name, domain);
+        r = defineAndRender(file, name, domain, stack);
       } finally {
         for (const remove of removeFirmware) remove();
       }
@@ -63,23 +78,24 @@ if (integrationEnabled('libvirt.test.ts')) {
   }
 
   // No golden case is this bare: libvirt supplies what is missing (ACPI off, an implicit virtio memballoon), and the conversion must still hold.
-  test('libvirt: a minimal tagged domain (no <features>, no <devices>) converted by dist/sev-xform', () => {
+  test(stack.label('libvirt: a minimal tagged domain (no <features>, no <devices>) converted by dist/sev-xform'), () => {
     const name = 'sevx-test-minimal';
-    const caps = join(work, 'domcaps.xml');
-    writeFileSync(caps, virshOk(['domcapabilities', '--arch', 'x86_64', '--machine', 'q35']));
+    const caps = join(work, `${stack.name}-domcaps.xml`);
+    writeFileSync(caps, virshOk(['domcapabilities', '--arch', 'x86_64', '--machine', 'q35'], undefined, stack));
     const input = `<domain type='kvm'>\n  <name>${name}</name>\n  <metadata>\n    ${TAG}\n  </metadata>\n  <memory unit='MiB'>256</memory>\n  <os>\n    <type arch='x86_64'>hvm</type>\n  </os>\n</domain>\n`;
-    const conv = runBin(['--domcaps', caps, '-'], { input });
+    const conv = runBin(['--domcaps', caps, '--firmware-dirs', stack.firmwareDirs.join(','), '-'], { input });
     assert.is(conv.code, 0, conv.stderr);
-    const file = join(work, `${name}.xml`);
+    const file = join(work, `${stack.name}-${name}.xml`);
     writeFileSync(file, conv.stdout);
-    const schema = validateSchema(file);
+    const schema = validateSchema(file, stack);
     assert.ok(schema.code === 0, `virt-xml-validate: ${schema.stderr}${schema.stdout}`);
     const domain = parseXml(conv.stdout);
-    const r = defineAndRender(file, name, domain);
+    const r = defineAndRender(file, name, domain, stack);
     const problems = renderProblems(domain, r.defined, r.cmd, sevExpectation(domain, hostCaps()));
     assert.ok(problems.length === 0, `${name}:\n  ${problems.join('\n  ')}\n${describeCommand(r.cmd)}`);
   });
-
-  test.after(() => rmSync(work, { recursive: true, force: true }));
-  test.run();
 }
+
+test.after(() => rmSync(work, { recursive: true, force: true }));
+if (stacks.length > 0) test.run();
+else rmSync(work, { recursive: true, force: true });

@@ -1,4 +1,4 @@
-// Domains that virt-install generates right now on this host, for a matrix of
+// On every stack: domains that virt-install generates right now for its daemon, for a matrix of
 // OS variants, machines, buses and devices: tagged, converted by the built
 // dist/sev-xform against this host's domcapabilities and firmware, and then
 // held to the same checks as the golden outputs (schema, define, QEMU argv).
@@ -12,11 +12,10 @@ import { join } from 'node:path';
 import { runBin } from '../support/bin.js';
 import {
   TAG,
-  URI,
   addTag,
   defineAndRender,
   describeCommand,
-  integrationEnabled,
+  integrationStacks,
   libvirtCopy,
   parseXml,
   renderProblems,
@@ -87,56 +86,62 @@ function knownOsinfo(id: string): boolean {
   return osinfoIds.has(id);
 }
 
-if (integrationEnabled('virt-install.test.ts')) {
-  const work = mkdtempSync(join(tmpdir(), 'sevx-test-virt-install-'));
-  const domcapsFile = join(work, 'domcaps.xml');
+const stacks = integrationStacks('virt-install.test.ts');
+const work = mkdtempSync(join(tmpdir(), 'sevx-test-virt-install-'));
+
+// virt-install is the host's (virtinst 4.1), generating for each stack's daemon
+// over its URI: it fits the domain to that daemon's domcapabilities.
+for (const stack of stacks) {
+  const domcapsFile = join(work, `${stack.name}-domcaps.xml`);
   let domcaps: El | undefined;
 
-  test('prerequisites: virt-install, libvirtd with SEV, dist/sev-xform', () => {
-    requirePrerequisites(['virt-install']);
-    const caps = virshOk(['domcapabilities', '--machine', 'q35']);
+  test(stack.label('prerequisites: virt-install, libvirtd with SEV, dist/sev-xform'), () => {
+    requirePrerequisites(['virt-install'], stack);
+    const caps = virshOk(['domcapabilities', '--machine', 'q35'], undefined, stack);
     writeFileSync(domcapsFile, caps);
     domcaps = parseXml(caps);
     assert.is(domcaps.child('features')?.child('sev')?.attrs['supported'], 'yes', 'domcapabilities must report <sev supported="yes">');
   });
 
   for (const v of VARIANTS) {
-    test(`virt-install ${v.id}`, () => {
+    test(stack.label(`virt-install ${v.id}`), () => {
       assert.ok(domcaps, 'domcapabilities were not read (see the prerequisites test)');
       if (v.osinfo !== undefined && !knownOsinfo(v.osinfo)) {
         console.log(`virt-install ${v.id}: osinfo-db here does not know ${v.osinfo}; variant not run`);
         return;
       }
       const name = `sevx-test-vi-${v.id}`;
-      const pools = virsh(['pool-list', '--all', '--name']).stdout;
-      const gen = run('virt-install', ['--connect', URI, '--print-xml', '--dry-run', '--name', name, '--memory', '2048', '--vcpus', '2', '--noautoconsole', '--disk', 'none', ...v.args]);
+      const pools = virsh(['pool-list', '--all', '--name'], undefined, stack);
+      assert.is(pools.code, 0, `virsh pool-list: ${pools.stderr}`);
+      const gen = run('virt-install', ['--connect', stack.uri, '--print-xml', '--dry-run', '--name', name, '--memory', '2048', '--vcpus', '2', '--noautoconsole', '--disk', 'none', ...v.args]);
       assert.is(gen.code, 0, `virt-install: ${gen.stderr}`);
-      assert.is(virsh(['pool-list', '--all', '--name']).stdout, pools, 'virt-install --dry-run created a storage pool');
+      assert.is(virsh(['pool-list', '--all', '--name'], undefined, stack).stdout, pools.stdout, 'virt-install --dry-run created a storage pool');
 
       const tagged = addTag(gen.stdout);
       assert.ok(tagged.includes(TAG), 'the tag went in');
-      const input = join(work, `${name}.in.xml`);
+      const input = join(work, `${stack.name}-${name}.in.xml`);
       writeFileSync(input, tagged);
-      const conv = runBin(['--domcaps', domcapsFile, input]);
+      const conv = runBin(['--domcaps', domcapsFile, '--firmware-dirs', stack.firmwareDirs.join(','), input]);
       assert.is(conv.code, 0, `dist/sev-xform refused virt-install's ${v.id}: ${conv.stderr}`);
       for (const line of conv.stderr.split('\n').filter(Boolean)) assert.match(line, /^sev-xform: warning: /, 'stderr carries only warnings');
-      const output = join(work, `${name}.xml`);
+      const output = join(work, `${stack.name}-${name}.xml`);
       writeFileSync(output, conv.stdout);
 
-      const schema = validateSchema(output);
+      const schema = validateSchema(output, stack);
       assert.ok(schema.code === 0, `virt-xml-validate: ${schema.stderr}${schema.stdout}`);
 
-      const copy = join(work, `${name}.define.xml`);
+      const copy = join(work, `${stack.name}-${name}.define.xml`);
       libvirtCopy(output, name, copy);
       const domain = parseXml(readFileSync(copy, 'utf8'));
       const sev = sevExpectation(domain, domcaps!);
       assert.ok(sev, 'the converted domain has launchSecurity');
-      const r = defineAndRender(copy, name, domain);
+      const r = defineAndRender(copy, name, domain, stack);
       const problems = renderProblems(domain, r.defined, r.cmd, sev);
       assert.ok(problems.length === 0, `${v.id}:\n  ${problems.join('\n  ')}\n${describeCommand(r.cmd)}`);
     });
   }
-
-  test.after(() => rmSync(work, { recursive: true, force: true }));
-  test.run();
 }
+
+test.after(() => rmSync(work, { recursive: true, force: true }));
+if (stacks.length > 0) test.run();
+else rmSync(work, { recursive: true, force: true });

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { runBin } from './bin.js';
 import { buildDomain, domainModelArb, renderDomain } from './gen-domain.js';
 import { validateSchema } from './libvirt.js';
+import type { Stack } from './stack.js';
 
 export const SEED = Number(process.env['SEV_XFORM_PROPS_SEED'] ?? 20261126);
 export const SAMPLE = 400;
@@ -25,9 +26,10 @@ export interface GeneratedConversion {
 
 /**
  * Converts the sample into `dir`: `gen-N.xml` for each tagged, schema-valid
- * input the binary accepts (a refusal is the property tests' business).
+ * input the binary accepts (a refusal is the property tests' business);
+ * schema-valid for `stack`'s libvirt (default Debian 12's).
  */
-export function generatedConversions(dir: string): GeneratedConversion[] {
+export function generatedConversions(dir: string, stack?: Stack): GeneratedConversion[] {
   const models = fc.sample(
     domainModelArb.map((m) => ({ ...m, unknownAttrs: [], unknownChildren: [] })),
     { seed: SEED, numRuns: SAMPLE },
@@ -38,7 +40,7 @@ export function generatedConversions(dir: string): GeneratedConversion[] {
     const input = renderDomain(buildDomain(m), m.layout);
     const inputFile = join(dir, `gen-${index}-in.xml`);
     writeFileSync(inputFile, input);
-    if (validateSchema(inputFile).code !== 0) return;
+    if (validateSchema(inputFile, stack).code !== 0) return;
     const r = runBin([...HOST, ...m.options], { input });
     if (r.code !== 0) return;
     const file = join(dir, `gen-${index}.xml`);

@@ -1,6 +1,8 @@
-// Helpers for the integration tests against the real libvirtd that
-// test/integration/host/setup.sh starts: virsh, the libvirt schema, and reading
-// the QEMU command line libvirt would run.
+// Helpers for the integration tests against a real libvirtd: the machine's own
+// (test/integration/host/setup.sh) or another stack's (test/support/stack.ts):
+// virsh, the libvirt schema, and reading the QEMU command line libvirt would run.
+// Every helper that talks to libvirt takes the stack last, the machine's own
+// (debian12) by default.
 import { shellWords } from './shell.js';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
@@ -8,18 +10,29 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XMLParser } from 'fast-xml-parser';
 import { BIN } from './bin.js';
+import { DEBIAN12, run, selectedStacks, type Run, type Stack } from './stack.js';
+
+export { run, type Run, type Stack } from './stack.js';
 
 export const URI = 'qemu:///system';
 export const FIXTURES = 'fixtures';
 
+const NOT_ENABLED = '(run via npm test as root, which sets SEV_XFORM_INTEGRATION=1 and starts the test libvirtd)';
+
 /**
+ * For files that run only against the machine's own libvirtd (debian12).
  * Integration tests run only under `npm test` as root, which sets
  * SEV_XFORM_INTEGRATION=1 after bringing the test libvirtd up; otherwise the
- * file registers nothing and says so in one line.
+ * file registers nothing and says so in one line. A run that targets other
+ * stacks only (SEV_XFORM_STACKS without debian12) skips the file likewise.
  */
 export function integrationEnabled(file: string): boolean {
-  if (process.env['SEV_XFORM_INTEGRATION'] === '1') return true;
-  console.log(`integration: ${file} skipped (run via npm test as root, which sets SEV_XFORM_INTEGRATION=1 and starts the test libvirtd)`);
+  if (process.env['SEV_XFORM_INTEGRATION'] !== '1') {
+    console.log(`integration: ${file} skipped ${NOT_ENABLED}`);
+    return false;
+  }
+  if (selectedStacks().some((s) => s.name === 'debian12')) return true;
+  console.log(`integration: ${file} runs on debian12 only; not on ${selectedStacks().map((s) => s.name).join(', ')}`);
   return false;
 }
 
@@ -42,45 +55,54 @@ export function runnableVirtType(): 'kvm' | 'qemu' {
   return kvmRunnable() ? 'kvm' : 'qemu';
 }
 
-export interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
+/**
+ * For files that run against every selected stack (SEV_XFORM_STACKS, see
+ * test/support/stack.ts): the stacks to register tests for, none (with one
+ * line saying why) outside `npm test`.
+ */
+export function integrationStacks(file: string): Stack[] {
+  if (process.env['SEV_XFORM_INTEGRATION'] === '1') return selectedStacks();
+  console.log(`integration: ${file} skipped ${NOT_ENABLED}`);
+  return [];
 }
 
-/** Runs a command; a missing program is an error, never a silent skip. */
-export function run(cmd: string, args: readonly string[], opts: { input?: string; env?: Record<string, string> } = {}): Run {
-  const r = spawnSync(cmd, args, {
-    input: opts.input ?? '',
-    encoding: 'utf8',
-    env: { ...process.env, LC_ALL: 'C', ...opts.env },
-    maxBuffer: 64 * 1024 * 1024,
-  });
-  if (r.error) throw new Error(`${cmd}: ${r.error.message}`);
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-export function virsh(args: readonly string[], input?: string): Run {
-  return run('virsh', ['-c', URI, ...args], input === undefined ? {} : { input });
+export function virsh(args: readonly string[], input?: string, stack: Stack = DEBIAN12): Run {
+  return stack.virsh(args, input);
 }
 
 /** virsh that must succeed; the error carries virsh's own message. */
-export function virshOk(args: readonly string[], input?: string): string {
-  const r = virsh(args, input);
-  if (r.code !== 0) throw new Error(`virsh ${args.join(' ')}: exit ${r.code}: ${r.stderr.trim()}`);
+export function virshOk(args: readonly string[], input?: string, stack: Stack = DEBIAN12): string {
+  const r = stack.virsh(args, input);
+  if (r.code !== 0) throw new Error(`[${stack.name}] virsh ${args.join(' ')}: exit ${r.code}: ${r.stderr.trim()}`);
   return r.stdout;
 }
 
+const SETUP: Record<Stack['name'], string> = {
+  debian12: 'test/integration/host/setup.sh',
+  debian13: 'test/integration/host/trixie-setup.sh',
+};
+
 /** Fails loudly when something the integration tests need is missing. */
-export function requirePrerequisites(tools: readonly string[] = []): void {
+export function requirePrerequisites(tools: readonly string[] = [], stack: Stack = DEBIAN12): void {
   if (process.getuid?.() !== 0) throw new Error('the integration tests need root (they use the system libvirtd)');
   if (!existsSync(BIN)) throw new Error(`${BIN} is missing: build it first (node scripts/build.mjs)`);
   for (const tool of ['virsh', 'virt-xml-validate', 'xmlstarlet', ...tools]) {
     const r = spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`${tool} is not installed (test/integration/host/setup.sh installs it)`);
   }
-  const v = virsh(['version']);
-  if (v.code !== 0) throw new Error(`libvirtd does not answer on ${URI} (run test/integration/host/setup.sh): ${v.stderr.trim()}`);
+  const v = stack.virsh(['version']);
+  if (v.code !== 0) throw new Error(`[${stack.name}] libvirtd does not answer on ${stack.uri} (run ${SETUP[stack.name]}): ${v.stderr.trim()}`);
+}
+
+/** The stack's domcapabilities for q35 (kvm), read once per stack. */
+const domcapsCache = new Map<string, string>();
+export function stackDomcaps(stack: Stack = DEBIAN12): string {
+  let caps = domcapsCache.get(stack.name);
+  if (caps === undefined) {
+    caps = virshOk(['domcapabilities', '--machine', 'q35'], undefined, stack);
+    domcapsCache.set(stack.name, caps);
+  }
+  return caps;
 }
 
 // ---------------------------------------------------------------- fixtures
@@ -89,8 +111,12 @@ export interface LibvirtCase {
   name: string;
   dir: string;
   out: string;
-  /** Why libvirt 9.0 cannot take this case (skip-libvirt.txt), if so. */
-  skip?: string;
+  /**
+   * The oldest libvirt that takes this case, and why (min-libvirt.txt: the
+   * version on the first line, the reason after it), if it needs a newer one
+   * than every stack has.
+   */
+  minLibvirt?: { version: string; reason: string };
 }
 
 /** Every golden case that has an out.xml. */
@@ -100,11 +126,23 @@ export function libvirtCases(): LibvirtCase[] {
     .sort()
     .map((name) => {
       const dir = join(FIXTURES, name);
-      const skipFile = join(dir, 'skip-libvirt.txt');
+      const minFile = join(dir, 'min-libvirt.txt');
+      // The per-stack min-libvirt.txt replaced it: a leftover would silently run a case the old way.
+      if (existsSync(join(dir, 'skip-libvirt.txt'))) throw new Error(`${dir}/skip-libvirt.txt: write min-libvirt.txt instead (first line: the oldest libvirt version that takes the case, then why)`);
       const c: LibvirtCase = { name, dir, out: join(dir, 'out.xml') };
-      if (existsSync(skipFile)) c.skip = readFileSync(skipFile, 'utf8').trim();
+      if (existsSync(minFile)) {
+        const [first = '', ...rest] = readFileSync(minFile, 'utf8').trim().split('\n');
+        if (!/^\d+\.\d+\.\d+$/.test(first.trim())) throw new Error(`${minFile}: the first line must be a libvirt version (e.g. 9.1.0), not ${JSON.stringify(first)}`);
+        c.minLibvirt = { version: first.trim(), reason: rest.join(' ').trim() };
+      }
       return c;
     });
+}
+
+/** Why the stack cannot take the case (its libvirt is older than min-libvirt.txt says), or undefined when it can. */
+export function caseSkip(c: LibvirtCase, stack: Stack): string | undefined {
+  if (!c.minLibvirt || stack.libvirtAtLeast(c.minLibvirt.version)) return undefined;
+  return `needs libvirt >= ${c.minLibvirt.version}, ${stack.name} has ${stack.versions().libvirt}: ${c.minLibvirt.reason}`;
 }
 
 function caseArgs(c: LibvirtCase): string[] {
@@ -229,14 +267,14 @@ export function libvirtCopy(xmlFile: string, name: string, dest: string): void {
  * looks up, value included; defines the missing ones as ephemeral secrets with
  * a dummy value. Returns the cleanup, which undefines only those.
  */
-export function provideSecrets(domain: El): () => void {
+export function provideSecrets(domain: El, stack: Stack = DEBIAN12): () => void {
   const created: string[] = [];
   const disks = domain.child('devices')?.all('disk') ?? [];
   for (const disk of disks) {
     const secret = (disk.child('auth') ?? disk.child('source')?.child('auth'))?.child('secret');
     const uuid = secret?.attrs['uuid'];
     if (!secret || uuid === undefined || created.includes(uuid)) continue;
-    if (virsh(['secret-dumpxml', uuid]).code === 0) continue;
+    if (stack.virsh(['secret-dumpxml', uuid]).code === 0) continue;
     const type = secret.attrs['type'] ?? 'ceph';
     const usage = type === 'iscsi' ? `<target>sevx-test-${uuid}</target>` : `<name>sevx-test-${uuid}</name>`;
     const file = join(tmpdir(), `sevx-test-secret-${uuid}.xml`);
@@ -244,29 +282,29 @@ export function provideSecrets(domain: El): () => void {
     writeFileSync(file, `<secret ephemeral='yes' private='yes'><uuid>${uuid}</uuid><usage type='${type}'>${usage}</usage></secret>\n`);
     writeFileSync(value, 'sevx-test');
     try {
-      virshOk(['secret-define', file]);
+      virshOk(['secret-define', file], undefined, stack);
       created.push(uuid);
-      virshOk(['secret-set-value', uuid, '--file', value, '--plain']);
+      virshOk(['secret-set-value', uuid, '--file', value, '--plain'], undefined, stack);
     } finally {
       rmSync(file, { force: true });
       rmSync(value, { force: true });
     }
   }
   return () => {
-    for (const uuid of created) virsh(['secret-undefine', uuid]);
+    for (const uuid of created) stack.virsh(['secret-undefine', uuid]);
   };
 }
 
-const SYSTEM_FIRMWARE = '/usr/share/qemu/firmware';
-const OVERLAY_FIRMWARE = '/etc/qemu/firmware';
-
 /**
- * Makes libvirt see the firmware descriptors of `dir` (a golden case's
- * --firmware-dirs, e.g. an SEV-ES host's) by overriding the system descriptors
- * that differ, in /etc/qemu/firmware (same file name wins there). Refuses to
- * replace a descriptor it did not put there. Returns the cleanup.
+ * Makes the stack's libvirt see the firmware descriptors of `dir` (a golden
+ * case's --firmware-dirs, e.g. an SEV-ES host's) by overriding the system
+ * descriptors that differ, in its /etc/qemu/firmware (same file name wins
+ * there). Refuses to replace a descriptor it did not put there. Returns the
+ * cleanup.
  */
-export function overlayFirmware(dir: string): () => void {
+export function overlayFirmware(dir: string, stack: Stack = DEBIAN12): () => void {
+  const SYSTEM_FIRMWARE = stack.hostPath('/usr/share/qemu/firmware');
+  const OVERLAY_FIRMWARE = stack.firmwareOverlayDir;
   const files: string[] = [];
   const dirs: string[] = [];
   const cleanup = (): void => {
@@ -278,7 +316,7 @@ export function overlayFirmware(dir: string): () => void {
     .filter((f) => f.endsWith('.json'))
     .filter((f) => !existsSync(join(SYSTEM_FIRMWARE, f)) || !readFileSync(join(SYSTEM_FIRMWARE, f)).equals(readFileSync(join(dir, f))));
   try {
-    for (const d of differing.length > 0 ? ['/etc/qemu', OVERLAY_FIRMWARE] : []) {
+    for (const d of differing.length > 0 ? [stack.hostPath('/etc/qemu'), OVERLAY_FIRMWARE] : []) {
       if (!existsSync(d)) {
         mkdirSync(d);
         dirs.push(d);
@@ -299,14 +337,15 @@ export function overlayFirmware(dir: string): () => void {
 }
 
 /** Removes a test domain and its nvram; quiet when it does not exist. */
-export function undefineQuietly(name: string): void {
-  if (virsh(['domstate', name]).code !== 0) return;
-  virsh(['destroy', name]);
-  virsh(['undefine', name, '--nvram', '--managed-save']);
+export function undefineQuietly(name: string, stack: Stack = DEBIAN12): void {
+  if (stack.virsh(['domstate', name]).code !== 0) return;
+  stack.virsh(['destroy', name]);
+  stack.virsh(['undefine', name, '--nvram', '--managed-save']);
 }
 
-export function validateSchema(file: string): Run {
-  return run('virt-xml-validate', [file, 'domain']);
+/** virt-xml-validate FILE domain against the stack's own schema. */
+export function validateSchema(file: string, stack: Stack = DEBIAN12): Run {
+  return stack.validateSchema(file);
 }
 
 // ---------------------------------------------------------------- QEMU argv
@@ -359,22 +398,58 @@ export function parseQemuArgv(text: string): QemuCommand {
 // ---------------------------------------------------------------- what a rendered SEV guest must show
 
 export interface SevExpectation {
+  /** launchSecurity type: QEMU gets an sev-guest object for 'sev', an sev-snp-guest for 'sev-snp'. */
+  type: 'sev' | 'sev-snp';
+  /** The QEMU object's qom-type. */
+  qomType: 'sev-guest' | 'sev-snp-guest';
   cbitpos: number;
   reducedPhysBits: number;
-  policy: number;
+  /** The policy as QEMU gets it (decimal); 64 bits for SNP, so kept as a bigint. */
+  policy: bigint;
+  /** Other properties the object must carry exactly (kernel hashes, SNP's key and blob options), from launchSecurity. */
+  props: Props;
 }
 
-/** The values QEMU must get: from launchSecurity, cbitpos/reducedPhysBits falling back to the host's (as libvirt does). */
+const SEV_TYPES = { sev: 'sev-guest', 'sev-snp': 'sev-snp-guest' } as const;
+const SEV_QOM_TYPES = new Set<unknown>(Object.values(SEV_TYPES));
+
+/**
+ * The values QEMU must get: from launchSecurity, cbitpos/reducedPhysBits
+ * falling back to the host's (as libvirt does). For SNP also the options
+ * libvirt passes through: authorKey -> author-key-enabled, vcek='no' ->
+ * vcek-disabled, and the base64 blobs (libvirt's qemuBuildSEVSNPCommandLine).
+ */
 export function sevExpectation(domain: El, domcaps: El): SevExpectation | undefined {
   const ls = domain.child('launchSecurity');
   if (!ls) return undefined;
+  const type = ls.attrs['type'];
+  if (type !== 'sev' && type !== 'sev-snp') throw new Error(`launchSecurity type ${JSON.stringify(type)} is neither sev nor sev-snp`);
   const sev = domcaps.child('features')?.child('sev');
   const num = (s: string | undefined): number => (s === undefined ? NaN : Number(s.trim()));
-  const policy = ls.child('policy')?.text.trim() ?? '';
+  const policy = ls.child('policy')?.text.trim();
+  const yesNo = (attr: string): boolean | undefined => (ls.attrs[attr] === undefined ? undefined : ls.attrs[attr] === 'yes');
+  const props: Props = {};
+  const kernelHashes = yesNo('kernelHashes');
+  if (kernelHashes !== undefined) props['kernel-hashes'] = kernelHashes;
+  if (type === 'sev-snp') {
+    const authorKey = yesNo('authorKey');
+    if (authorKey !== undefined) props['author-key-enabled'] = authorKey;
+    const vcek = yesNo('vcek');
+    if (vcek !== undefined) props['vcek-disabled'] = !vcek;
+    const blobs = { guestVisibleWorkarounds: 'guest-visible-workarounds', idBlock: 'id-block', idAuth: 'id-auth', hostData: 'host-data' };
+    for (const [element, prop] of Object.entries(blobs)) {
+      const text = ls.child(element)?.text.trim();
+      if (text !== undefined) props[prop] = text;
+    }
+  }
   return {
+    type,
+    qomType: SEV_TYPES[type],
     cbitpos: num(ls.child('cbitpos')?.text ?? sev?.child('cbitpos')?.text),
     reducedPhysBits: num(ls.child('reducedPhysBits')?.text ?? sev?.child('reducedPhysBits')?.text),
-    policy: Number.parseInt(policy.replace(/^0x/i, ''), 16),
+    // libvirt's default when <policy> is absent: 0x30000 for SNP (bit 17 set), 0x07 for SEV.
+    policy: policy === undefined ? (type === 'sev-snp' ? 0x30000n : 0x07n) : BigInt(policy.startsWith('0x') || policy.startsWith('0X') ? policy : `0x${policy}`),
+    props,
   };
 }
 
@@ -424,21 +499,37 @@ function hasHardDisk(domain: El): boolean {
  */
 export function renderProblems(domain: El, defined: El, cmd: QemuCommand, sev: SevExpectation | undefined): string[] {
   const problems: string[] = [];
-  const sevObjects = cmd.objects.filter((o) => o['qom-type'] === 'sev-guest');
+  const sevObjects = cmd.objects.filter((o) => SEV_QOM_TYPES.has(o['qom-type']));
   const cgs = cmd.machine['confidential-guest-support'];
   if (!sev) {
-    if (sevObjects.length > 0 || cgs !== undefined) problems.push(`an sev-guest object or confidential-guest-support in a domain that is not SEV (machine ${JSON.stringify(cmd.machine)})`);
+    if (sevObjects.length > 0 || cgs !== undefined) problems.push(`an sev-guest/sev-snp-guest object or confidential-guest-support in a domain that is not SEV (machine ${JSON.stringify(cmd.machine)})`);
     return problems;
   }
-  if (sevObjects.length !== 1) problems.push(`expected one sev-guest object, found ${sevObjects.length}`);
-  const obj = sevObjects[0];
+  const wrongType = sevObjects.filter((o) => o['qom-type'] !== sev.qomType);
+  if (wrongType.length > 0) problems.push(`launchSecurity type='${sev.type}' rendered as ${wrongType.map((o) => String(o['qom-type'])).join(', ')}, not ${sev.qomType}`);
+  const objects = sevObjects.filter((o) => o['qom-type'] === sev.qomType);
+  if (objects.length !== 1) problems.push(`expected one ${sev.qomType} object, found ${objects.length}`);
+  const obj = objects[0];
   if (obj) {
-    const want: Props = { id: 'lsec0', cbitpos: sev.cbitpos, 'reduced-phys-bits': sev.reducedPhysBits, policy: sev.policy };
+    const want: Props = { id: 'lsec0', cbitpos: sev.cbitpos, 'reduced-phys-bits': sev.reducedPhysBits, ...sev.props };
     for (const [k, v] of Object.entries(want))
-      if (String(obj[k]) !== String(v)) problems.push(`sev-guest ${k} is ${JSON.stringify(obj[k])}, launchSecurity says ${JSON.stringify(v)}`);
+      if (String(obj[k]) !== String(v)) problems.push(`${sev.qomType} ${k} is ${JSON.stringify(obj[k])}, launchSecurity says ${JSON.stringify(v)}`);
+    // QEMU's policy is a plain JSON number; SNP's is 64 bits wide, so compare the digits.
+    if (String(obj['policy']) !== sev.policy.toString()) problems.push(`${sev.qomType} policy is ${JSON.stringify(obj['policy'])}, launchSecurity says ${sev.policy} (0x${sev.policy.toString(16)})`);
+    const known = new Set(['qom-type', 'id', 'cbitpos', 'reduced-phys-bits', 'policy', ...Object.keys(sev.props)]);
+    const extra = Object.keys(obj).filter((k) => !known.has(k) && !['dh-cert-file', 'session-file'].includes(k));
+    if (extra.length > 0) problems.push(`${sev.qomType} carries ${extra.join(', ')}, which launchSecurity does not ask for`);
   }
   if (cgs !== 'lsec0') problems.push(`-machine confidential-guest-support is ${JSON.stringify(cgs)}, expected "lsec0"`);
   if (!String(cmd.machine['type'] ?? '').includes('q35')) problems.push(`machine type ${JSON.stringify(cmd.machine['type'])} is not q35`);
+  if (sev.type === 'sev-snp') {
+    // SNP launches measure the firmware image, and there is no place for a
+    // writable UEFI variable store in it: a stateless ROM (-bios) or a lone
+    // read-only pflash0, never pflash1.
+    const bios = cmd.words.indexOf('-bios');
+    if (cmd.machine['pflash1'] !== undefined) problems.push(`an SEV-SNP guest got a writable NVRAM (pflash1=${String(cmd.machine['pflash1'])}); its firmware must be stateless`);
+    if (bios < 0 && cmd.machine['pflash0'] === undefined) problems.push('an SEV-SNP guest got no firmware (-bios or pflash0)');
+  }
 
   for (const d of cmd.devices.filter(isVirtioDevice))
     if (d['iommu_platform'] !== true && d['iommu_platform'] !== 'on') problems.push(`${driverOf(d)} (id ${String(d['id'])}) has no iommu_platform=true`);
@@ -488,17 +579,17 @@ export interface Rendered {
  * what libvirt stored and the QEMU command line it would run, and undefines it
  * again.
  */
-export function defineAndRender(file: string, name: string, domain: El): Rendered {
-  undefineQuietly(name);
-  const removeSecrets = provideSecrets(domain);
+export function defineAndRender(file: string, name: string, domain: El, stack: Stack = DEBIAN12): Rendered {
+  undefineQuietly(name, stack);
+  const removeSecrets = provideSecrets(domain, stack);
   try {
-    virshOk(['define', file]);
+    virshOk(['define', file], undefined, stack);
     try {
-      const defined = parseXml(virshOk(['dumpxml', '--inactive', name]));
-      const argv = virshOk(['domxml-to-native', 'qemu-argv', '--domain', name]);
+      const defined = parseXml(virshOk(['dumpxml', '--inactive', name], undefined, stack));
+      const argv = virshOk(['domxml-to-native', 'qemu-argv', '--domain', name], undefined, stack);
       return { defined, cmd: parseQemuArgv(argv), argv };
     } finally {
-      virshOk(['undefine', name, '--nvram']);
+      virshOk(['undefine', name, '--nvram'], undefined, stack);
     }
   } finally {
     removeSecrets();
@@ -507,7 +598,7 @@ export function defineAndRender(file: string, name: string, domain: El): Rendere
 
 /** A short summary of a QEMU command line for failure messages: machine, SEV object and devices. */
 export function describeCommand(cmd: QemuCommand): string {
-  const sev = cmd.objects.filter((o) => o['qom-type'] === 'sev-guest').map((o) => JSON.stringify(o));
+  const sev = cmd.objects.filter((o) => SEV_QOM_TYPES.has(o['qom-type'])).map((o) => JSON.stringify(o));
   const devices = cmd.devices.map((d) => `${driverOf(d)}#${String(d['id'] ?? '?')}${d['iommu_platform'] === true ? '+iommu' : ''}${d['bus'] ? `@${String(d['bus'])}` : ''}${d['bootindex'] !== undefined ? ` boot${String(d['bootindex'])}` : ''}`);
-  return `machine: ${JSON.stringify(cmd.machine)}\nsev-guest: ${sev.join(' ') || 'none'}\ndevices: ${devices.join(', ')}`;
+  return `machine: ${JSON.stringify(cmd.machine)}\nsev-guest/sev-snp-guest: ${sev.join(' ') || 'none'}\ndevices: ${devices.join(', ')}`;
 }

@@ -111,7 +111,7 @@ test('apply: converts, keeps the original as a backup, defines the result', asyn
   assert.is(fake.domains['tagged']!.xml, converted, 'the defined XML is the filter output');
   const [backup, ...others] = backups();
   assert.ok(backup && others.length === 0, 'one backup');
-  assert.match(backup, /\/backup\/tagged-\d{8}T\d{6}Z\.xml$/);
+  assert.match(backup, /\/backup\/0b7a3c1e-1111-4c2a-9e55-000000000002-\d{8}T\d{6}\.\d{3}Z\.xml$/, 'named by UUID and UTC time');
   assert.is(readFileSync(backup, 'utf8'), tagged, 'the backup is the original');
   assert.is(statSync(backup).mode & 0o777, 0o600, 'the backup may hold passwords');
   assert.is(statSync(join(stateDir, 'backup')).mode & 0o777, 0o700);
@@ -243,20 +243,53 @@ test('apply: when the backup cannot be written, nothing is defined', async () =>
   writeFileSync(join(stateDir, 'backup'), 'a file where the backup folder should be');
   const r = await apply(fake, ['tagged']);
   assert.is(r.code, 1);
-  assert.ok(r.stderr.includes(`sev-xform: tagged: ${join(stateDir, 'backup')}: cannot write the backup of tagged (`) && r.stderr.includes('nothing was defined'), r.stderr);
+  assert.ok(r.stderr.includes(`sev-xform: tagged: ${join(stateDir, 'backup')}: cannot write the backup (`) && r.stderr.includes('nothing was defined'), r.stderr);
   assert.equal(fake.calls.map((c) => c[1]), ['dumpxml']);
   assert.is(fake.domains['tagged']!.xml, tagged);
 });
 
-test('writeBackup: two backups in the same second do not overwrite each other', () => {
+test('writeBackup: two backups in the same millisecond do not overwrite each other, and the names sort by time', () => {
   const dir = join(stateDir, 'backup');
+  const uuid = '0b7a3c1e-1111-4c2a-9e55-000000000002';
   const now = new Date('2025-01-31T23:59:59.123Z');
-  const a = writeBackup(dir, 'vm1', 'first', now);
-  const b = writeBackup(dir, 'vm1', 'second', now);
-  assert.is(a, join(dir, 'vm1-20250131T235959Z.xml'));
-  assert.is(b, join(dir, 'vm1-20250131T235959Z-1.xml'));
-  assert.is(readFileSync(a, 'utf8'), 'first');
-  assert.is(readFileSync(b, 'utf8'), 'second');
+  const a = writeBackup(dir, uuid, 'first', now);
+  const b = writeBackup(dir, uuid, 'second', now);
+  const c = writeBackup(dir, uuid, 'third', new Date('2025-01-31T23:59:59.124Z'));
+  assert.is(a, join(dir, `${uuid}-20250131T235959.123Z.xml`));
+  assert.is(b, join(dir, `${uuid}-20250131T235959.124Z.xml`), 'the next free millisecond');
+  assert.is(c, join(dir, `${uuid}-20250131T235959.125Z.xml`));
+  assert.equal([c, a, b].sort(), [a, b, c], 'written order is name order');
+  assert.equal([a, b, c].map((f) => readFileSync(f, 'utf8')), ['first', 'second', 'third']);
+});
+
+/** Domain names libvirt accepts (anything without '/' or a newline) that must never become part of a path. */
+const HOSTILE_NAMES = ['x'.repeat(250), '\u00e9'.repeat(200), '..', '.', 'dash-in-middle', ' lead space', 'a\\b', "q'uote\"", '$(touch pwned)', '*', '~root', 'tab\there'];
+
+test('apply: hostile domain names, up to 250 bytes and more, reach no path: backup and temporary file are named by UUID', async () => {
+  for (const name of HOSTILE_NAMES) {
+    const xml = tagged.replace('<name>tagged</name>', `<name>${name.replace(/&/g, '&amp;').replace(/</g, '&lt;')}</name>`);
+    const fake = fakeVirsh({ [name]: { xml, state: 'shut off' } }, { onDefine: (file) => assert.match(file, /\/sev-xform-apply-[^/]+\/domain\.xml$/, 'the temporary file has a fixed name') });
+    const r = await apply(fake, [name]);
+    assert.is(r.code, 0, `${JSON.stringify(name)}: ${r.stderr}`);
+    assert.ok(fake.domains[name]!.xml.includes("<launchSecurity type='sev'>"), name);
+  }
+  const files = backups();
+  assert.is(files.length, HOSTILE_NAMES.length);
+  for (const f of files) assert.match(f, /\/backup\/0b7a3c1e-1111-4c2a-9e55-000000000002-\d{8}T\d{6}\.\d{3}Z\.xml$/);
+  assert.equal(readdirSync(stateDir), ['backup'], 'nothing else was written');
+  assert.equal(readdirSync(tmp), []);
+});
+
+test('apply: a domain whose XML has no usable <uuid> is not defined', async () => {
+  for (const uuid of ['', 'not-a-uuid', '../../etc/passwd']) {
+    const xml = tagged.replace(/<uuid>[^<]*<\/uuid>/, `<uuid>${uuid}</uuid>`);
+    const fake = fakeVirsh({ tagged: { xml, state: 'shut off' } });
+    const r = await apply(fake, ['tagged']);
+    assert.is(r.code, 1, uuid);
+    assert.is(r.stderr.trim().split('\n').pop(), `sev-xform: tagged: domain/uuid '${uuid}' is not a UUID; the backup is named after it: nothing was defined`);
+    assert.equal(fake.calls.map((c) => c[1]), ['dumpxml']);
+  }
+  assert.equal(backups(), []);
 });
 
 test('apply: without --domcaps the host facts come from virsh domcapabilities', async () => {

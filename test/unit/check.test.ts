@@ -105,3 +105,20 @@ test('launchSecurity without the tag is checked too', async () => {
 });
 
 test.run();
+
+test('a converted guest whose <emulator> is then pointed at a wrapper is refused, naming it (the hook uses this check)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sevx-check-emulator-'));
+  try {
+    const out = readFileSync('fixtures/virt-install-q35-virtio-scsi-boot/out.xml', 'utf8');
+    assert.match(out, /<emulator>\/usr\/bin\/qemu-system-x86_64<\/emulator>/);
+    const ok = await runCli(['check', ...HOST, 'fixtures/virt-install-q35-virtio-scsi-boot/out.xml']);
+    assert.is(ok.code, 0, ok.stdout + ok.stderr);
+    const file = join(dir, 'wrapped.xml');
+    writeFileSync(file, out.replace('/usr/bin/qemu-system-x86_64', '/usr/bin/kvm'));
+    const r = await runCli(['check', ...HOST, file]);
+    assert.is(r.code, 1);
+    assert.match(r.stdout, /^refused: domain\/devices\/emulator: '\/usr\/bin\/kvm' is not the QEMU whose SEV support/m);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

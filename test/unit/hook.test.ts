@@ -418,6 +418,7 @@ test('over the 64 MiB limit: the rest of stdin is scanned in chunks, a marker sp
   first.write(marker.slice(0, 9), first.length - 9, 'latin1');
   assert.is((await run([marker.slice(9)])).code, 1, 'split at the limit');
   first.fill(0x20);
+  assert.is((await run(['x', 'URN:SEV-XFORM:DOMAIN:1'])).code, 1, 'the namespace in capitals, as the shim matches it');
   const tiny = await run(['<launch', 'Security type="sev">']);
   assert.is(tiny.code, 1, 'chunks shorter than the overlap');
   const clean = await run(['a'.repeat(1000), 'b'.repeat(1000)]);

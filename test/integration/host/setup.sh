@@ -18,8 +18,11 @@ SEV_CBITPOS=${SEV_CBITPOS:-47}
 SEV_REDUCED_PHYS_BITS=${SEV_REDUCED_PHYS_BITS:-1}
 SEV_MAX_GUESTS=${SEV_MAX_GUESTS:-15}
 SEV_MAX_ES_GUESTS=${SEV_MAX_ES_GUESTS:-0}
+# mtools, dosfstools, fdisk, binutils: boot.test.ts builds its guest disk and
+# unified kernel image with them (test/integration/guest/build-image.sh).
 PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
-          ovmf libxml2-utils virtinst xmlstarlet swtpm swtpm-tools qemu-utils)
+          ovmf libxml2-utils virtinst xmlstarlet swtpm swtpm-tools qemu-utils
+          mtools dosfstools fdisk binutils)
 
 t0=$EPOCHREALTIME
 log() { echo "setup.sh: $*" >&2; }
