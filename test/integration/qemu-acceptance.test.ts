@@ -101,7 +101,8 @@ async function accept(converted: string, name: string, label: string, work: stri
     `, limit ${limit === undefined ? 'none' : `${mib(limit)} MiB (headroom ${mib(limit - copy.runRamBytes)})`}${scaled}` +
     `${o.status ? `, ${o.status} in ${o.startMs} ms` : ''}${problems.length ? ' FAIL' : ''}`;
   const notes = [...copy.notes, ...cmd.notes];
-  const refusedBy = o.status === undefined && o.exit !== undefined && o.oomKills === 0 ? qemuErrorOf(o.stderr) : undefined;
+  // Not o.exit: QEMU may still be exiting when its QMP connection closes.
+  const refusedBy = o.status === undefined && o.oomKills === 0 ? qemuErrorOf(o.stderr) : undefined;
   return {
     ...(refusedBy !== undefined ? { qemuError: refusedBy } : {}),
     ok: problems.length === 0,
