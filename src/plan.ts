@@ -7,14 +7,14 @@ import { fail, FailureError } from './failure.js';
 import { mib } from './domain/units.js';
 import { POLICY_ES, parsePolicy } from './domain/policy.js';
 import { findTag } from './domain/tag.js';
-import { budgetFor, countedMemoryKiB, memoryBudget } from './domain/memory.js';
+import { budgetFor, countedMemoryKiB, memoryBudget, type MemoryBudget } from './domain/memory.js';
 import type { SevCaps } from './host/domcaps.js';
 import type { XmlElement } from './xml/xmlapi.js';
 
 export { mib, parseSize } from './domain/units.js';
 
-/** One guest, or `count` identical ones (from --guests). Sizes are per guest, in KiB. */
-export interface PlannedGuest {
+/** One guest, or `count` identical ones (from --guests). Sizes are per guest, in KiB, as the filter budgets them. */
+export interface PlannedGuest extends MemoryBudget {
   name: string;
   /** The file it came from, or '--guests'. */
   source: string;
@@ -23,20 +23,6 @@ export interface PlannedGuest {
   es: boolean;
   /** Present (true) for SEV-SNP guests, which take their slots from the SEV-ES range too. */
   snp?: true;
-  ramKiB: number;
-  videoKiB: number;
-  /** QEMU's ROMs and ACPI tables, pinned beside RAM. */
-  romKiB: number;
-  /** What SEV pins: RAM + video + ROM/ACPI. */
-  pinnedKiB: number;
-  /** The fixed part of QEMU's overhead (--qemu-overhead, qemu_overhead_mib). */
-  fixedOverheadKiB: number;
-  /** QEMU's and KVM's page tables: RAM/256. */
-  pageTablesKiB: number;
-  /** QEMU's own process memory above the pinned part: fixed + page tables. */
-  overheadKiB: number;
-  /** The whole QEMU process: pinned + overhead, the hard_limit the filter writes. */
-  ceilingKiB: number;
   /** An existing <memtune><hard_limit> above the ceiling: the hook counts that instead. */
   hardLimitKiB: number | null;
   /** What the hook counts for one such guest: the larger of its ceiling and its hard_limit. */
