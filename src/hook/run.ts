@@ -264,7 +264,9 @@ function prepare(io: Io, name: string, rawName: string, input: string, doc: XmlD
     // A cut name would be the wrong name in a command: then the commands say VM.
     const vm = name === rawName ? shellQuote(name) : 'VM';
     const more = problems.length > 1 ? ` (and ${problems.length - 1} more; \`sev-xform check\` lists them)` : '';
-    const convert = `\`sev-xform apply${all} ${vm}\` or \`virsh dumpxml --inactive ${vm} | sev-xform${all} | virsh define /dev/stdin\``;
+    // A name that starts with '-' would be taken for an option by both commands.
+    const dash = vm.startsWith('-');
+    const convert = `\`sev-xform apply${all} ${dash ? '-- ' : ''}${vm}\` or \`virsh dumpxml --inactive ${dash ? '--domain ' : ''}${vm} | sev-xform${all} | virsh define /dev/stdin\``;
     // checkDomain phrases what conversion would change as "RULE: needs change: ..."; the rest is a refusal or a host fault.
     const advice = /^[a-z0-9-]+: needs change: /.test(first)
       ? `convert it with ${convert}`

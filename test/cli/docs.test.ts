@@ -310,6 +310,8 @@ function makeSandbox(withVM = false): Sandbox {
     web2: renamed(q35, 'web2', 2),
     db1: renamed(untagged, 'db1', 3),
     ...(withVM ? { VM: renamed(example, 'VM', 4) } : {}),
+    // apply's --help shows how a name that starts with - is given.
+    '--web': renamed(q35, '--web', 5),
   };
   for (const [name, xml] of Object.entries(domains)) writeFileSync(join(libvirt, 'domains', `${name}.xml`), xml);
   for (const name of ['web1', 'web2', 'db1']) writeFileSync(join(work, 'domains', `${name}.xml`), domains[name]!);
@@ -468,6 +470,7 @@ const EXAMPLE_EXITS: Record<string, number | 'any'> = {
   'sev-xform host --write-cache': 'any',
   'sev-xform apply --dry-run web1': 0,
   'sev-xform apply web1 web2': 0,
+  'sev-xform apply -- --web': 0,
   'sev-xform plan --guests 8 --memory 4GiB --mem-total 64GiB --domcaps caps.xml': 0,
   'sev-xform plan --domains domains/': 'any',
   'virsh dumpxml VM | sev-xform hook VM prepare begin -': 1, // refused: not converted

@@ -126,6 +126,12 @@ test('prepare: a 128 KiB name is cut in the refusal line, and the suggested comm
   assert.ok(r.stderr.length < 4096, `refusal line is ${r.stderr.length} bytes`);
 });
 
+test('prepare: for a name that starts with -, the suggested commands put it after -- and --domain', async () => {
+  const e = hostEnv();
+  const r = await hook(e, '--web', 'prepare', 'begin', tagged);
+  assertRefused(r, 'sev-xform: refusing to start --web unencrypted:', '`sev-xform apply -- --web`', '`virsh dumpxml --inactive --domain --web |');
+});
+
 test('prepare: converted SEV and SEV-ES domains are accepted', async () => {
   const e = hostEnv();
   assertAccepted(await hook(e, 'tagged', 'prepare', 'begin', converted));
