@@ -68,7 +68,8 @@ function killAndWait(pids: () => number[]): void {
 }
 
 /**
- * Creates cgroup NAME (prefixed with sevx-test-) with the given limit, or none.
+ * Creates cgroup NAME (prefixed with sevx-test- and this process's pid, so two test runs on one
+ * machine never take, or clean up, each other's cgroups) with the given limit, or none.
  * Swap is limited to zero as well where the kernel accounts it: SEV guest memory
  * is pinned and cannot be swapped, so nothing may escape the limit that way.
  */
@@ -76,7 +77,7 @@ export function createMemoryCgroup(name: string, limitBytes: number | undefined)
   if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new Error(`cgroup name ${JSON.stringify(name)}: only letters, digits, . _ -`);
   const version = memoryCgroupVersion();
   const root = version === 1 ? V1_ROOT : V2_ROOT;
-  const path = join(root, CGROUP_PREFIX + name);
+  const path = join(root, `${CGROUP_PREFIX}${process.pid}-${name}`);
   if (existsSync(path)) removeCgroupDir(path, version);
   if (version === 2) {
     const subtree = join(V2_ROOT, 'cgroup.subtree_control');
