@@ -7,7 +7,7 @@ import { fail, FailureError } from './failure.js';
 import { mib } from './domain/units.js';
 import { POLICY_ES, parsePolicy } from './domain/policy.js';
 import { findTag } from './domain/tag.js';
-import { ROM_ACPI_KIB, countedMemoryKiB, memoryBudget } from './domain/memory.js';
+import { budgetFor, countedMemoryKiB, memoryBudget } from './domain/memory.js';
 import type { SevCaps } from './host/domcaps.js';
 import type { XmlElement } from './xml/xmlapi.js';
 
@@ -29,7 +29,11 @@ export interface PlannedGuest {
   romKiB: number;
   /** What SEV pins: RAM + video + ROM/ACPI. */
   pinnedKiB: number;
-  /** QEMU's own process memory above the pinned part (--qemu-overhead, qemu_overhead_mib). */
+  /** The fixed part of QEMU's overhead (--qemu-overhead, qemu_overhead_mib). */
+  fixedOverheadKiB: number;
+  /** QEMU's and KVM's page tables: RAM/256. */
+  pageTablesKiB: number;
+  /** QEMU's own process memory above the pinned part: fixed + page tables. */
   overheadKiB: number;
   /** The whole QEMU process: pinned + overhead, the hard_limit the filter writes. */
   ceilingKiB: number;
@@ -94,22 +98,17 @@ export interface Plan {
 }
 
 /** `count` guests of the same size (the --guests form). */
-export function countedGuests(count: number, ramKiB: number, videoKiBEach: number, policy: number, overheadKiB: number, snp = false): PlannedGuest {
-  const pinnedKiB = ramKiB + videoKiBEach + ROM_ACPI_KIB;
+export function countedGuests(count: number, ramKiB: number, videoKiBEach: number, policy: number, fixedOverheadKiB: number, snp = false): PlannedGuest {
+  const b = budgetFor(ramKiB, videoKiBEach, fixedOverheadKiB);
   return {
     name: 'guest',
     source: '--guests',
     count,
     es: snp || (policy & POLICY_ES) !== 0,
     ...(snp ? { snp: true as const } : {}),
-    ramKiB,
-    videoKiB: videoKiBEach,
-    romKiB: ROM_ACPI_KIB,
-    pinnedKiB,
-    overheadKiB,
-    ceilingKiB: pinnedKiB + overheadKiB,
+    ...b,
     hardLimitKiB: null,
-    countedKiB: pinnedKiB + overheadKiB,
+    countedKiB: b.ceilingKiB,
   };
 }
 
@@ -223,7 +222,7 @@ function esLabel(guests: readonly PlannedGuest[]): string {
 
 function guestLine(g: PlannedGuest): string {
   const kind = g.snp ? 'SEV-SNP' : g.es ? 'SEV-ES' : 'SEV';
-  const sum = `${mib(g.ramKiB)} RAM + ${mib(g.videoKiB)} video + ${mib(g.romKiB)} ROM/ACPI = ${mib(g.pinnedKiB)} pinned + ${mib(g.overheadKiB)} QEMU process = ${mib(g.ceilingKiB)} ceiling`;
+  const sum = `${mib(g.ramKiB)} RAM + ${mib(g.videoKiB)} video + ${mib(g.romKiB)} ROM/ACPI = ${mib(g.pinnedKiB)} pinned + ${mib(g.fixedOverheadKiB)} QEMU process + ${mib(g.pageTablesKiB)} page tables (RAM/256) = ${mib(g.ceilingKiB)} ceiling`;
   const hard = g.hardLimitKiB !== null ? `; its hard_limit ${mib(g.hardLimitKiB)} is larger and counts` : '';
   if (g.source === '--guests') return `guests   ${g.count} x ${kind} (--guests): ${sum} each${hard}, ${mib(g.count * g.countedKiB)} in all`;
   return `guest    ${g.name} (${g.source}): ${kind}, ${sum}${hard}`;

@@ -18,15 +18,30 @@ import { sizeKiB, unitBytes } from './units.js';
 export const ROM_ACPI_KIB = 16 * 1024;
 
 /**
- * QEMU's own process memory above the pinned part, by default. Measured here
- * (QEMU 7.2, paused, RAM preallocated, cgroup v1): 26 MiB for a bare q35 guest,
- * 51-67 MiB with OVMF running and four virtio devices; at RAM + 16 MiB QEMU was
+ * QEMU's own process memory above the pinned part, by default: the fixed part
+ * (--qemu-overhead, qemu_overhead_mib). Measured here (QEMU 7.2, RAM preallocated
+ * in a memory cgroup): paused +34..+52 MiB over RAM, running into OVMF +53..+85
+ * MiB, plus 130 MiB of qxl/VGA blocks that SEV pins; at RAM + 16 MiB QEMU was
  * OOM-killed before the guest ran. 256 MiB is what libvirt's SEV page calls a
- * good starting point and what KubeVirt adds; it leaves room for vhost, iothreads
- * and TLS buffers that the measurements did not exercise.
+ * good starting point and what KubeVirt adds; it leaves room for vhost,
+ * iothreads and TLS buffers that the measurements did not exercise.
  */
 export const DEFAULT_QEMU_OVERHEAD_MIB = 256;
 export const DEFAULT_QEMU_OVERHEAD_KIB = DEFAULT_QEMU_OVERHEAD_MIB * 1024;
+
+/**
+ * The part of QEMU's footprint that grows with guest RAM: 1/256 of it. QEMU's
+ * page tables for preallocated RAM take RAM/512 (8 bytes per 4 KiB page;
+ * measured footprint +27 MiB at 1 GiB, +31 at 4 GiB, +55..+77 at 16 GiB), and
+ * KVM's nested page tables up to another RAM/512, charged to the same cgroup.
+ * A fixed overhead alone is outgrown by a large guest.
+ */
+export const PAGE_TABLE_DIVISOR = 256;
+
+/** QEMU's and KVM's page tables for `ramKiB` of guest RAM, in KiB. */
+export function pageTablesKiB(ramKiB: number): number {
+  return Math.ceil(ramKiB / PAGE_TABLE_DIVISOR);
+}
 
 /** Video RAM libvirt assumes when a model gives none (virDomainVideoDefaultRAM). */
 const DEFAULT_VIDEO_KIB: Record<string, number> = {
@@ -91,18 +106,32 @@ export interface MemoryBudget {
   romKiB: number;
   /** What SEV pins: RAM + video + ROM/ACPI. */
   pinnedKiB: number;
-  /** QEMU's own process memory allowed above the pinned part. */
+  /** The fixed part of QEMU's process overhead (--qemu-overhead, qemu_overhead_mib). */
+  fixedOverheadKiB: number;
+  /** The part that grows with RAM: QEMU's and KVM's page tables, RAM/256. */
+  pageTablesKiB: number;
+  /** QEMU's own process memory allowed above the pinned part: fixed + page tables. */
   overheadKiB: number;
   /** The whole QEMU process: pinned + overhead; the hard_limit the filter writes. */
   ceilingKiB: number;
 }
 
-/** The memory one SEV guest needs; `overheadKiB` is QEMU's process overhead (--qemu-overhead, qemu_overhead_mib). */
-export function memoryBudget(domain: XmlElement, overheadKiB: number = DEFAULT_QEMU_OVERHEAD_KIB): MemoryBudget {
+/**
+ * The budget for a guest of `ramKiB` RAM and `videoKiB` video memory: the one
+ * formula behind the filter, `plan` (also for --guests), `check` and the hook.
+ */
+export function budgetFor(ramKiB: number, videoKiB: number, fixedOverheadKiB: number = DEFAULT_QEMU_OVERHEAD_KIB): MemoryBudget {
+  const pinnedKiB = ramKiB + videoKiB + ROM_ACPI_KIB;
+  const tables = pageTablesKiB(ramKiB);
+  const overheadKiB = fixedOverheadKiB + tables;
+  return { ramKiB, videoKiB, romKiB: ROM_ACPI_KIB, pinnedKiB, fixedOverheadKiB, pageTablesKiB: tables, overheadKiB, ceilingKiB: pinnedKiB + overheadKiB };
+}
+
+/** The memory one SEV guest needs; `fixedOverheadKiB` is the fixed part of QEMU's overhead (--qemu-overhead, qemu_overhead_mib). */
+export function memoryBudget(domain: XmlElement, fixedOverheadKiB: number = DEFAULT_QEMU_OVERHEAD_KIB): MemoryBudget {
   const ramKiB = guestRamKiB(domain);
   const video = (domain.first('devices')?.elements('video') ?? []).reduce((s, v) => s + videoKiB(v), 0);
-  const pinnedKiB = ramKiB + video + ROM_ACPI_KIB;
-  return { ramKiB, videoKiB: video, romKiB: ROM_ACPI_KIB, pinnedKiB, overheadKiB, ceilingKiB: pinnedKiB + overheadKiB };
+  return budgetFor(ramKiB, video, fixedOverheadKiB);
 }
 
 /**

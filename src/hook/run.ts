@@ -306,7 +306,7 @@ function prepare(io: Io, name: string, rawName: string, input: string, doc: XmlD
     if (ownKiB + othersKiB > usableKiB)
       return refuseWith(
         io,
-        `refusing to start ${name}: its memory (${mib(ownKiB)} MiB: pinned RAM, video and ROMs plus ${config.qemuOverheadMiB} MiB for QEMU itself) plus that of ${others.length} running or starting SEV guest(s) (${mib(othersKiB)} MiB) exceeds MemTotal ${mib(cache.memTotalKiB)} MiB (${paths.cache}) minus the ${config.reserveMiB} MiB reserve (reserve_mib in ${paths.config}); SEV memory is pinned and cannot be over-committed`,
+        `refusing to start ${name}: its memory (${mib(ownKiB)} MiB: pinned RAM, video and ROMs plus ${config.qemuOverheadMiB} MiB for QEMU itself and 1/256 of RAM for its page tables) plus that of ${others.length} running or starting SEV guest(s) (${mib(othersKiB)} MiB) exceeds MemTotal ${mib(cache.memTotalKiB)} MiB (${paths.cache}) minus the ${config.reserveMiB} MiB reserve (reserve_mib in ${paths.config}); SEV memory is pinned and cannot be over-committed`,
       );
     reserve(paths.lockDir, { name: rawName, uuid: self.uuid, es, pinnedKiB: ownKiB });
     return 0;

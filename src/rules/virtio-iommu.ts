@@ -140,6 +140,94 @@ function nonTransitional(ctx: RuleContext, devices: XmlElement): void {
   }
 }
 
+/**
+ * Device kinds whose QEMU device may offer the legacy interface, with where their
+ * model lives; the others (virtio-input, -gpu, -fs, vsock, crypto) are virtio 1.0
+ * only in QEMU, wherever they sit.
+ */
+function legacyCapableModel(dev: XmlElement): { el: XmlElement; attr: string } | undefined {
+  switch (dev.name) {
+    case 'disk':
+    case 'interface':
+    case 'controller':
+    case 'rng':
+      return modelHolder(dev);
+    case 'filesystem':
+      return dev.first('driver')?.attr('type') === 'virtiofs' ? undefined : modelHolder(dev);
+    default:
+      return undefined;
+  }
+}
+
+/** PCI controllers behind which QEMU turns a virtio device's legacy interface off by itself. */
+const PCIE_PORTS = new Set(['pcie-root-port', 'pcie-switch-downstream-port']);
+
+/**
+ * Whether a device's explicit PCI address puts it on a bus that is not a PCIe
+ * port: q35's root bus pcie.0 (bus 0x00, an integrated endpoint), an expander's
+ * root bus or a conventional PCI bridge. QEMU's disable-legacy=auto disables the
+ * legacy interface only on a PCIe bus that is not a root bus, so there the
+ * device stays transitional. Without an address libvirt puts virtio devices on
+ * a pcie-root-port.
+ */
+function onNonPortBus(devices: XmlElement, dev: XmlElement): string | undefined {
+  const address = dev.first('address');
+  if (address?.attr('type') !== 'pci') return undefined;
+  const busText = address.attr('bus') ?? '0';
+  const bus = /^0x[0-9a-f]+$/i.test(busText) ? parseInt(busText.slice(2), 16) : /^[0-9]+$/.test(busText) ? Number(busText) : undefined;
+  if (bus === undefined) return undefined;
+  if (bus === 0) return 'pcie.0 (PCI bus 0x00, the root bus)';
+  const ctrl = devices.elements('controller').find((c) => c.attr('type') === 'pci' && c.attr('index') === String(bus));
+  const model = ctrl?.attr('model');
+  if (model === undefined || PCIE_PORTS.has(model)) return undefined;
+  return `PCI bus ${busText} (a ${model}, not a PCIe port)`;
+}
+
+/**
+ * A legacy-capable virtio device addressed outside a PCIe port stays transitional
+ * in QEMU, which then refuses iommu_platform. Forcing the non-transitional model
+ * (libvirt 9.0 accepts it at a user-given address on pcie.0 and renders
+ * virtio-*-pci-non-transitional, legacy off) keeps the device where it is, and so
+ * the guest's device names; dropping the address would move it onto a new port.
+ */
+function nonTransitionalOffPort(ctx: RuleContext, devices: XmlElement): void {
+  for (const dev of devices.elements()) {
+    if (!isVirtioDevice(dev)) continue;
+    const holder = legacyCapableModel(dev);
+    if (!holder) continue;
+    const model = holder.el.attr(holder.attr);
+    if (model === 'virtio-non-transitional') continue;
+    const where = onNonPortBus(devices, dev);
+    if (where === undefined) continue;
+    holder.el.setAttr(holder.attr, 'virtio-non-transitional');
+    ctx.change(
+      `${describeDevice(dev)}: ${model === undefined ? 'model' : `${model} ->`} virtio-non-transitional: its address is on ${where}, where QEMU keeps a virtio device transitional (legacy is off only behind a PCIe port) and refuses iommu_platform on it; the model keeps the address, so the guest's device names stay`,
+    );
+  }
+}
+
+/**
+ * Shares that convert but may not start. virtio-fs is a vhost-user device: its
+ * features, VIRTIO_F_ACCESS_PLATFORM among them, come from the virtiofsd
+ * backend, and QEMU refuses iommu_platform on a device whose backend does not
+ * offer it ("iommu_platform=true is not supported by the device", seen with
+ * QEMU 7.2's C virtiofsd on Debian 12). The 9p 'handle' driver is gone since
+ * QEMU 6.0, so such a share never starts there, SEV or not; the filter keeps it
+ * (older QEMU still has it) and says so.
+ */
+function warnFilesystems(ctx: RuleContext, devices: XmlElement): void {
+  for (const fs of devices.elements('filesystem')) {
+    if (!isVirtioFilesystem(fs)) continue;
+    const driverType = fs.first('driver')?.attr('type');
+    if (driverType === 'virtiofs')
+      ctx.warn(
+        `${describeDevice(fs)}: virtiofs in an SEV guest needs a virtiofsd that offers VIRTIO_F_ACCESS_PLATFORM: QEMU refuses the device with "iommu_platform=true is not supported by the device" otherwise, as with QEMU 7.2's C virtiofsd (Debian 12); point <binary path> at one that does (the Rust virtiofsd)`,
+      );
+    else if (driverType === 'handle')
+      ctx.warn(`${describeDevice(fs)}: the 9p driver type 'handle' was removed in QEMU 6.0: no QEMU since can start this share, SEV or not; use <driver type='path'/>`);
+  }
+}
+
 export const virtioIommu: Rule = {
   name: 'virtio-iommu',
   description: "sets <driver iommu='on'/> on every virtio device, makes transitional ones non-transitional, and turns the balloon off",
@@ -148,6 +236,8 @@ export const virtioIommu: Rule = {
     ensureVirtioSerial(ctx, devices);
     disableBalloon(ctx, devices);
     nonTransitional(ctx, devices);
+    nonTransitionalOffPort(ctx, devices);
+    warnFilesystems(ctx, devices);
     for (const dev of devices.elements()) {
       if (!isVirtioDevice(dev)) continue;
       const driver = dev.first('driver');

@@ -12,7 +12,7 @@
 // under the limit.
 //
 // Guest RAM above SEVX_QEMU_RAM_CAP_MIB (default 1024; 0 = no cap) is cut to
-// it and the limit lowered by the same plus the 1/512 of it page tables would
+// it and the limit lowered by the same plus the 1/256 of it the converter gives page tables
 // take (qemu-run.ts scaledLimit): the headroom for QEMU is what is tested, and
 // preallocating every guest's full RAM would take many minutes here.
 import { test } from 'uvu';
@@ -23,7 +23,9 @@ import { createMemoryCgroup, memoryCgroupVersion } from '../support/cgroup.js';
 import { SEED, generatedConversions } from '../support/generated-sample.js';
 import { caseSkip, integrationEnabled, libvirtCases, requirePrerequisites } from '../support/libvirt.js';
 import { DEBIAN12 } from '../support/stack.js';
-import { MiB, acceptanceCommand, missingPrograms, renderArgv, runQemu, tcgCopy, type QemuOutcome, type TcgCopy } from '../support/qemu-run.js';
+import {
+  MiB, VIRTIOFS_NO_ACCESS_PLATFORM, acceptanceCommand, hasVirtiofs, missingPrograms, renderArgv, runQemu, tcgCopy, virtiofsdLacksAccessPlatform, type QemuOutcome, type TcgCopy,
+} from '../support/qemu-run.js';
 
 const capMiB = Number(process.env['SEVX_QEMU_RAM_CAP_MIB'] ?? 1024);
 const RAM_CAP = capMiB > 0 ? capMiB * MiB : Number.POSITIVE_INFINITY;
@@ -38,6 +40,21 @@ interface Verdict {
   problems: string[];
   /** Limit minus what the guest needs (peak + blocks SEV pins), when it has a limit and came up. */
   spareBytes: number | undefined;
+  /** QEMU's own refusal (its first error line, without timestamp or device JSON), when it exited before it was up. */
+  qemuError?: string;
+}
+
+/** QEMU's first error line, without the timestamp, the program name and the -device argument it names. */
+function qemuErrorOf(stderr: string): string | undefined {
+  const line = stderr.split('\n').find((l) => /qemu-system-[^:]*: /.test(l) && !/warning:/.test(l));
+  return line?.replace(/^.*?qemu-system-[^:]*: /, '').replace(/^-device \{.*?\}: /, '-device: ').replace(/"id":"[^"]*"/g, '');
+}
+
+const virtiofsLimited = virtiofsdLacksAccessPlatform();
+
+/** A guest with a virtiofs share on a host whose virtiofsd lacks ACCESS_PLATFORM: QEMU must refuse it. */
+function expectsVirtiofsRefusal(converted: string): boolean {
+  return virtiofsLimited && hasVirtiofs(converted);
 }
 
 /** Starts the TCG copy of `converted` in its cgroup and judges it. */
@@ -61,6 +78,14 @@ async function accept(converted: string, name: string, label: string, work: stri
     cg.remove();
   }
   const problems: string[] = [];
+  if (expectsVirtiofsRefusal(converted)) {
+    // Known host limitation: this virtiofsd does not offer VIRTIO_F_ACCESS_PLATFORM, so QEMU must refuse the
+    // converted share with exactly that message (the filter warns about it); anything else is a failure.
+    const refused = o.status === undefined && o.stderr.includes(VIRTIOFS_NO_ACCESS_PLATFORM);
+    if (!refused) problems.push(`expected QEMU to refuse the virtiofs share with "${VIRTIOFS_NO_ACCESS_PLATFORM}" (this virtiofsd lacks ACCESS_PLATFORM), got ${o.status ?? 'no status'}: ${o.stderr.split('\n').slice(0, 3).join(' | ') || 'no message'}`);
+    const line = `qemu-acceptance: ${label}: known host limitation: QEMU refuses virtiofs ("${VIRTIOFS_NO_ACCESS_PLATFORM}": this virtiofsd does not offer VIRTIO_F_ACCESS_PLATFORM)${refused ? '' : ' FAIL'}`;
+    return { ok: problems.length === 0, line, problems, spareBytes: undefined };
+  }
   const needed = o.peakBytes + o.unpinnedBlockBytes;
   if (o.oomKills > 0) problems.push(`OOM-killed in the cgroup at limit ${limit === undefined ? 'none' : mib(limit)} MiB (peak ${mib(o.peakBytes)} MiB)`);
   if (o.status === undefined || !o.alive) {
@@ -76,7 +101,10 @@ async function accept(converted: string, name: string, label: string, work: stri
     `, limit ${limit === undefined ? 'none' : `${mib(limit)} MiB (headroom ${mib(limit - copy.runRamBytes)})`}${scaled}` +
     `${o.status ? `, ${o.status} in ${o.startMs} ms` : ''}${problems.length ? ' FAIL' : ''}`;
   const notes = [...copy.notes, ...cmd.notes];
+  // Not o.exit: QEMU may still be exiting when its QMP connection closes.
+  const refusedBy = o.status === undefined && o.oomKills === 0 ? qemuErrorOf(o.stderr) : undefined;
   return {
+    ...(refusedBy !== undefined ? { qemuError: refusedBy } : {}),
     ok: problems.length === 0,
     line,
     problems: problems.map((p) => `${p}${notes.length ? ` (copy: ${notes.join('; ')})` : ''}`),
@@ -145,6 +173,16 @@ if (integrationEnabled('qemu-acceptance.test.ts')) {
           failures.push(`${what}: libvirt takes the input but not the converted output: ${message}`);
           continue;
         }
+        if (!v.ok && v.qemuError !== undefined) {
+          // QEMU refuses the output: a failure unless it refuses the unconverted input with the same
+          // error (e.g. an empty USB CD-ROM, which QEMU 7.2's usb-storage cannot hold: "drive property not set").
+          const input = await accept(join(dir, `gen-${g.index}-in.xml`), `sevx-test-qa-gen-${g.index}-in`, `generated ${g.index} input`, work).catch(() => undefined);
+          if (input?.qemuError !== undefined && input.qemuError === v.qemuError) {
+            const reason = `QEMU: ${v.qemuError}`;
+            refusedInputs.set(reason, (refusedInputs.get(reason) ?? 0) + 1);
+            continue;
+          }
+        }
         accepted++;
         if (!v.ok) failures.push(`${v.line}\n  sample ${g.index} (seed ${SEED}, options ${g.options.join(' ') || 'none'}): ${v.problems.join('; ')}`);
         if (v.spareBytes !== undefined && (!worst || v.spareBytes < worst.spare)) worst = { spare: v.spareBytes, line: v.line };
@@ -153,7 +191,7 @@ if (integrationEnabled('qemu-acceptance.test.ts')) {
     await Promise.all(Array.from({ length: PARALLEL }, worker));
     const refused = [...refusedInputs.values()].reduce((a, b) => a + b, 0);
     console.log(
-      `qemu-acceptance: ${conversions.length} generated conversions; ${refused} left out, libvirt refusing input and output alike (${[...refusedInputs.entries()].sort((a, b) => b[1] - a[1]).map(([r, n]) => `${n}x ${r}`).join('; ')})`,
+      `qemu-acceptance: ${conversions.length} generated conversions; ${refused} left out, libvirt or QEMU refusing input and output alike (${[...refusedInputs.entries()].sort((a, b) => b[1] - a[1]).map(([r, n]) => `${n}x ${r}`).join('; ')})`,
     );
     assert.ok(accepted >= 20, `only ${accepted} generated domains are ones libvirt takes`);
     console.log(`qemu-acceptance: ${accepted} generated domains libvirt takes, ${accepted - failures.length} up at their hard_limit; least spare: ${worst ? `${mib(worst.spare)} MiB (${worst.line.replace(/^qemu-acceptance: /, '')})` : 'none limited'}`);

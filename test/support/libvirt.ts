@@ -536,6 +536,10 @@ export function renderProblems(domain: El, defined: El, cmd: QemuCommand, sev: S
   // QEMU refuses a transitional virtio device with iommu_platform, and an SEV guest's balloon gets no driver.
   for (const d of cmd.devices) {
     if (/-transitional$/.test(driverOf(d)) && !/-non-transitional$/.test(driverOf(d))) problems.push(`${driverOf(d)} (id ${String(d['id'])}) is transitional: QEMU refuses it with iommu_platform`);
+    // On q35's root bus QEMU keeps a legacy-capable virtio device transitional unless it is the
+    // -non-transitional variant (virtio-input/-gpu/-vga and vhost-user-fs are virtio 1.0 only).
+    if (d['bus'] === 'pcie.0' && /^virtio-(blk|net|scsi|serial|rng|9p)-pci$/.test(driverOf(d)))
+      problems.push(`${driverOf(d)} (id ${String(d['id'])}) on pcie.0 stays transitional: QEMU refuses it with iommu_platform`);
     if (/^virtio-balloon/.test(driverOf(d))) problems.push(`${driverOf(d)} (id ${String(d['id'])}): an SEV guest's balloon must be <memballoon model='none'/>`);
   }
   if (defined.child('devices')?.child('memballoon')?.attrs['model'] !== 'none') problems.push("virsh dumpxml has no <memballoon model='none'/>: libvirt would add a virtio balloon");

@@ -16,6 +16,7 @@ import { basename, dirname, join } from 'node:path';
 import type { MemoryCgroup } from './cgroup.js';
 import { type El, libvirtCopy, parseXml, qemuProps, run, virsh } from './libvirt.js';
 import { shellWords } from './shell.js';
+import { PAGE_TABLE_DIVISOR } from '../../src/domain/memory.js';
 
 export const MiB = 1024 * 1024;
 
@@ -218,7 +219,7 @@ export function tcgCopy(converted: string, name: string, work: string, ramCapByt
     runRamBytes = cells.length > 0 ? cellMiB.reduce((a, b) => a + b, 0) * MiB : Math.floor(ramCapBytes / MiB) * MiB;
     for (const what of ['memory', 'currentMemory']) if (domain.child(what)) ops.push('-d', `/domain/${what}/@unit`, '-u', `/domain/${what}`, '-v', String(runRamBytes / 1024));
     cellMiB.forEach((mib, i) => ops.push('-d', `/domain/cpu/numa/cell[${i + 1}]/@unit`, '-u', `/domain/cpu/numa/cell[${i + 1}]/@memory`, '-v', String(mib * 1024)));
-    notes.push(`guest RAM ${ramBytes / MiB} -> ${runRamBytes / MiB} MiB, limit lowered by the same and 1/512 of it`);
+    notes.push(`guest RAM ${ramBytes / MiB} -> ${runRamBytes / MiB} MiB, limit lowered by the same and 1/256 of it`);
   }
   xmlstarletEdit(file, ops);
 
@@ -233,17 +234,17 @@ export function tcgCopy(converted: string, name: string, work: string, ramCapByt
 /**
  * The limit that tests the same headroom for QEMU when guest RAM is cut from
  * `ram` to `runRam` (preallocating every guest's full RAM would take minutes
- * per guest here, and some guests are larger than the host). QEMU's own
- * footprint is a part that does not depend on RAM plus the page tables that
- * map guest RAM: 8 bytes per 4 KiB page, or with transparent huge pages one
- * 4 KiB table deposited per 2 MiB page; 1/512 of RAM either way (measured
- * here: +27 MiB over 1 GiB, +31 over 4 GiB, +55 over 16 GiB). So the limit
- * drops by the removed RAM and by the page tables that RAM would have needed,
- * and a guest passes at runRam exactly when its footprint fits at full size.
+ * per guest here, and some guests are larger than the host). The converter's
+ * limit is pinned memory + a fixed QEMU part + 1/256 of RAM for page tables
+ * (src/domain/memory.ts: QEMU's own 1/512, measured here +27 MiB over 1 GiB,
+ * +31 over 4 GiB, +55..+77 over 16 GiB, and KVM's nested tables up to another
+ * 1/512). So the limit drops by the removed RAM and the 1/256 the converter
+ * gave it, which is the limit the converter writes for a guest of runRam: the
+ * KVM half is never credited to a TCG QEMU.
  */
 export function scaledLimit(limit: number, ram: number, runRam: number): number {
   const removed = ram - runRam;
-  return limit - removed - Math.ceil(removed / 512);
+  return limit - removed - Math.ceil(removed / PAGE_TABLE_DIVISOR);
 }
 
 /** `virsh domxml-to-native qemu-argv` of a domain file (not defined). */
@@ -640,5 +641,28 @@ export async function runQemu(cmd: QemuCommand, cg: MemoryCgroup, opts: { timeou
 
 /** Whether `qemu-img` and the helpers' programs are here (setup.sh installs them with qemu-system-x86 and swtpm). */
 export function missingPrograms(): string[] {
-  return ['qemu-img', 'swtpm', '/usr/lib/qemu/virtiofsd'].filter((p) => spawnSync('sh', ['-c', `command -v ${p}`]).status !== 0);
+  return ['qemu-img', 'swtpm', VIRTIOFSD].filter((p) => spawnSync('sh', ['-c', `command -v ${p}`]).status !== 0);
+}
+
+/** The virtiofsd the acceptance runs start (QEMU's own, from qemu-system-common). */
+export const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
+
+/** What QEMU says when iommu_platform meets a vhost-user-fs backend that does not offer VIRTIO_F_ACCESS_PLATFORM. */
+export const VIRTIOFS_NO_ACCESS_PLATFORM = 'iommu_platform=true is not supported by the device';
+
+/**
+ * Whether this host's virtiofsd lacks VIRTIO_F_ACCESS_PLATFORM: QEMU's C
+ * virtiofsd (QEMU <= 7.2; its --version names the FUSE kernel interface) never
+ * offered it, so QEMU refuses a converted virtiofs share there. The Rust
+ * virtiofsd that replaced it does offer it.
+ */
+export function virtiofsdLacksAccessPlatform(): boolean {
+  const r = spawnSync(VIRTIOFSD, ['--version'], { encoding: 'utf8' });
+  return /using FUSE kernel interface/.test(`${r.stdout}${r.stderr}`);
+}
+
+/** Whether a domain file has a virtiofs share. */
+export function hasVirtiofs(file: string): boolean {
+  const domain = parseXml(readFileSync(file, 'utf8'));
+  return (domain.child('devices')?.all('filesystem') ?? []).some((f) => f.child('driver')?.attrs['type'] === 'virtiofs');
 }

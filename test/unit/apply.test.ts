@@ -199,7 +199,7 @@ test('apply --qemu-overhead: the hard_limit it defines leaves that much for QEMU
   const r = await apply(fake, ['--qemu-overhead', '1GiB', 'tagged']);
   assert.is(r.code, 0, r.stderr);
   // tagged is 2 GiB with no video: 2048 + 16 MiB pinned + 1024 MiB for QEMU.
-  assert.ok(fake.domains['tagged']!.xml.includes(`<hard_limit unit='KiB'>${(2048 + 16 + 1024) * 1024}</hard_limit>`), fake.domains['tagged']!.xml);
+  assert.ok(fake.domains['tagged']!.xml.includes(`<hard_limit unit='KiB'>${(2048 + 16 + 1024 + 8) * 1024}</hard_limit>`), fake.domains['tagged']!.xml);
 });
 
 test('apply: several domains; a missing one fails alone, untagged and converted ones are left alone', async () => {

@@ -75,9 +75,9 @@ test('an untagged domain without launchSecurity is not an SEV domain: exit 0', a
 });
 
 test("check counts QEMU's overhead as the hook does: qemu_overhead_mib in hook.conf, or --qemu-overhead", async () => {
-  // A 2 GiB guest converted with --qemu-overhead 128MiB: hard_limit 2064 + 128 MiB.
+  // A 2 GiB guest converted with --qemu-overhead 128MiB: hard_limit 2064 + 128 + 8 (page tables, RAM/256) MiB.
   const golden = readFileSync('fixtures/memory-qemu-overhead-arg/out.xml', 'utf8');
-  const xml = golden.replace(`<hard_limit unit='KiB'>${(2064 + 512) * 1024}<`, `<hard_limit unit='KiB'>${(2064 + 128) * 1024}<`);
+  const xml = golden.replace(`<hard_limit unit='KiB'>${(2064 + 512 + 8) * 1024}<`, `<hard_limit unit='KiB'>${(2064 + 128 + 8) * 1024}<`);
   assert.ok(xml !== golden);
   const none = { SEV_XFORM_HOOK_CONF: '/nonexistent/hook.conf' };
   const byDefault = await runCli(['check', ...HOST, '-'], { stdin: xml, env: none });

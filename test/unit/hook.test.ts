@@ -221,14 +221,14 @@ test('prepare: without <maxGuests> (libvirt < 8.0) slots are not counted', async
   assertAccepted(await hook(e, 'tagged', 'prepare', 'begin', converted));
 });
 
-// ---- memory (the converted domain pins 2 GiB + 16 MiB = 2064 MiB, and its QEMU may use 256 MiB more: 2320 MiB)
+// ---- memory (the converted domain pins 2 GiB + 16 MiB = 2064 MiB, and its QEMU may use 256 MiB + 8 MiB (RAM/256) more: 2328 MiB)
 
 test('prepare: refused when pinned memory would exceed MemTotal minus the default 2048 MiB reserve', async () => {
   const running = [renamed(converted, 'run1', uuidN(1)), renamed(converted, 'run2', uuidN(2))];
   const e = hostEnv({ memTotalKiB: 8 * GiB, running });
   assertRefused(
     await hook(e, 'tagged', 'prepare', 'begin', converted),
-    'sev-xform: refusing to start tagged: its memory (2320 MiB: pinned RAM, video and ROMs plus 256 MiB for QEMU itself) plus that of 2 running or starting SEV guest(s) (4640 MiB) exceeds MemTotal 8192 MiB',
+    'sev-xform: refusing to start tagged: its memory (2328 MiB: pinned RAM, video and ROMs plus 256 MiB for QEMU itself and 1/256 of RAM for its page tables) plus that of 2 running or starting SEV guest(s) (4656 MiB) exceeds MemTotal 8192 MiB',
     'the 2048 MiB reserve',
     e.config,
   );
@@ -248,14 +248,14 @@ test('prepare: reserve_mib in hook.conf sets the reserve', async () => {
 });
 
 test('prepare: qemu_overhead_mib in hook.conf is the QEMU overhead of both the check and the memory accounting', async () => {
-  // Converted with --qemu-overhead 128MiB: hard_limit = 2064 + 128 MiB.
-  const small = converted.replace(/<hard_limit unit='KiB'>\d+</, `<hard_limit unit='KiB'>${(2064 + 128) * 1024}<`);
+  // Converted with --qemu-overhead 128MiB: hard_limit = 2064 + 128 + 8 (page tables) MiB.
+  const small = converted.replace(/<hard_limit unit='KiB'>\d+</, `<hard_limit unit='KiB'>${(2064 + 128 + 8) * 1024}<`);
   assert.ok(small !== converted);
   const byDefault = hostEnv({ memTotalKiB: 8 * GiB });
   assertRefused(await hook(byDefault, 'tagged', 'prepare', 'begin', small), 'sev-xform: refusing to start tagged unencrypted: memory-pinning: needs change: raised <memtune><hard_limit>');
   const configured = hostEnv({ memTotalKiB: 8 * GiB, config: 'qemu_overhead_mib = 128\n' });
   assertAccepted(await hook(configured, 'tagged', 'prepare', 'begin', small));
-  // Three such guests (3 x 2192 MiB) fit in 8192 MiB without a reserve; configured for 512 MiB, the same domain is no longer correct.
+  // Three such guests (3 x 2200 MiB) fit in 8192 MiB without a reserve; configured for 512 MiB, the same domain is no longer correct.
   const running = [renamed(small, 'run1', uuidN(1)), renamed(small, 'run2', uuidN(2))];
   assertAccepted(await hook(hostEnv({ memTotalKiB: 8 * GiB, running, config: 'reserve_mib = 0\nqemu_overhead_mib = 128\n' }), 'tagged', 'prepare', 'begin', small));
   assertRefused(
@@ -267,11 +267,11 @@ test('prepare: qemu_overhead_mib in hook.conf is the QEMU overhead of both the c
 test("prepare: a running guest's hard limit counts when larger than its estimate; locked memory counts the estimate", async () => {
   const bigLimit = renamed(converted.replace(/<hard_limit unit='KiB'>\d+</, `<hard_limit unit='GiB'>6<`), 'big', uuidN(1));
   const e = hostEnv({ memTotalKiB: 10 * GiB, running: [bigLimit] });
-  assertRefused(await hook(e, 'tagged', 'prepare', 'begin', converted), 'sev-xform: refusing to start tagged: its memory (2320 MiB: pinned RAM, video and ROMs plus 256 MiB for QEMU itself) plus that of 1 running or starting SEV guest(s) (6144 MiB)');
+  assertRefused(await hook(e, 'tagged', 'prepare', 'begin', converted), 'sev-xform: refusing to start tagged: its memory (2328 MiB: pinned RAM, video and ROMs plus 256 MiB for QEMU itself and 1/256 of RAM for its page tables) plus that of 1 running or starting SEV guest(s) (6144 MiB)');
   const locked = converted.replace(/  <memtune>\n.*\n  <\/memtune>\n/, '  <memoryBacking>\n    <locked/>\n  </memoryBacking>\n');
   assert.ok(locked.includes('<locked/>') && !locked.includes('hard_limit'));
   const e2 = hostEnv({ memTotalKiB: 6 * GiB, running: [renamed(locked, 'locked', uuidN(2))] });
-  assertRefused(await hook(e2, 'tagged', 'prepare', 'begin', converted), 'sev-xform: refusing to start tagged: its memory (2320 MiB: pinned RAM, video and ROMs plus 256 MiB for QEMU itself) plus that of 1 running or starting SEV guest(s) (2320 MiB)');
+  assertRefused(await hook(e2, 'tagged', 'prepare', 'begin', converted), 'sev-xform: refusing to start tagged: its memory (2328 MiB: pinned RAM, video and ROMs plus 256 MiB for QEMU itself and 1/256 of RAM for its page tables) plus that of 1 running or starting SEV guest(s) (2328 MiB)');
 });
 
 test('hook.conf parser: comments, blank lines, errors name the line', () => {

@@ -100,7 +100,7 @@ test('MiB in messages: to a tenth, never rounded in the plan\'s favour', () => {
 
 // ---- --guests
 
-test('--guests: each pins RAM + video + 16 MiB and may use 256 MiB more for QEMU, plus the host reserve; fits, exit 0', async () => {
+test('--guests: each pins RAM + video + 16 MiB and may use 256 MiB + RAM/256 more for QEMU, plus the host reserve; fits, exit 0', async () => {
   const r = await plan(['--guests', '8', '--memory', '4GiB', '--video', '16MiB', '--mem-total', '64GiB', '--json']);
   assert.is(r.code, 0, r.stderr);
   assert.is(r.stderr, '');
@@ -108,16 +108,18 @@ test('--guests: each pins RAM + video + 16 MiB and may use 256 MiB more for QEMU
   assert.is(ROM_ACPI_KIB, ROM);
   assert.is(DEFAULT_QEMU_OVERHEAD_KIB, QEMU);
   const pinned = 4 * GiB + 16 * MiB + ROM;
+  // QEMU's and KVM's page tables: 1/256 of RAM, 16 MiB for 4 GiB.
+  const overhead = QEMU + 16 * MiB;
   assert.equal(p.guests, [
     {
       name: 'guest', source: '--guests', count: 8, es: false, ramKiB: 4 * GiB, videoKiB: 16 * MiB, romKiB: ROM,
-      pinnedKiB: pinned, overheadKiB: QEMU, ceilingKiB: pinned + QEMU, hardLimitKiB: null, countedKiB: pinned + QEMU,
+      pinnedKiB: pinned, fixedOverheadKiB: QEMU, pageTablesKiB: 16 * MiB, overheadKiB: overhead, ceilingKiB: pinned + overhead, hardLimitKiB: null, countedKiB: pinned + overhead,
     },
   ]);
   assert.is(p.memory.pinnedKiB, 8 * pinned);
-  assert.is(p.memory.guestsKiB, 8 * (pinned + QEMU));
+  assert.is(p.memory.guestsKiB, 8 * (pinned + overhead));
   assert.is(p.memory.hostReserveKiB, RESERVE);
-  assert.is(p.memory.neededKiB, 8 * (pinned + QEMU) + RESERVE);
+  assert.is(p.memory.neededKiB, 8 * (pinned + overhead) + RESERVE);
   assert.is(p.memory.spareKiB, 64 * GiB - p.memory.neededKiB);
   assert.is(p.fits, true);
   assert.equal(p.problems, []);
@@ -127,21 +129,21 @@ test('text report: one line per guest group, memory, slots and a verdict', async
   const r = await plan(['--guests', '8', '--memory', '4GiB', '--mem-total', '64GiB', '--domcaps', caps(15, 0)]);
   assert.is(r.code, 0, r.stderr);
   const lines = r.stdout.trimEnd().split('\n');
-  assert.is(lines[0], 'guests   8 x SEV (--guests): 4096 MiB RAM + 0 MiB video + 16 MiB ROM/ACPI = 4112 MiB pinned + 256 MiB QEMU process = 4368 MiB ceiling each, 34944 MiB in all');
-  assert.match(lines[1]!, /^memory   34944 MiB for 8 guest\(s\) \(32896 MiB of it pinned\) \+ 2048 MiB host reserve \(the hook's default; .*hook\.conf absent\) = 36992 MiB of MemTotal 65536 MiB \(--mem-total\): fits, 28544 MiB spare$/);
+  assert.is(lines[0], 'guests   8 x SEV (--guests): 4096 MiB RAM + 0 MiB video + 16 MiB ROM/ACPI = 4112 MiB pinned + 256 MiB QEMU process + 16 MiB page tables (RAM/256) = 4384 MiB ceiling each, 35072 MiB in all');
+  assert.match(lines[1]!, /^memory   35072 MiB for 8 guest\(s\) \(32896 MiB of it pinned\) \+ 2048 MiB host reserve \(the hook's default; .*hook\.conf absent\) = 37120 MiB of MemTotal 65536 MiB \(--mem-total\): fits, 28416 MiB spare$/);
   assert.match(lines[2]!, /^slots    SEV: 8 needed, 15 available \(<maxGuests> in .*caps\.xml\): fits$/);
   assert.match(lines[3]!, /^slots    SEV-ES: 0 needed, 0 available/);
   assert.is(lines[4], 'verdict  fits');
 });
 
 test('exactly MemTotal fits; one KiB more does not (the hook refuses above MemTotal minus the reserve)', async () => {
-  const need = 2 * (1 * GiB + ROM + QEMU) + RESERVE;
+  const need = 2 * (1 * GiB + ROM + QEMU + 4 * MiB) + RESERVE;
   const fits = await plan(['--guests', '2', '--memory', '1GiB', '--mem-total', `${need}KiB`]);
   assert.is(fits.code, 0, fits.stderr);
   const over = await plan(['--guests', '2', '--memory', '1GiB', '--mem-total', `${need - 1}KiB`]);
   assert.is(over.code, 1);
   assert.match(over.stdout, /does not fit, 0\.1 MiB short/);
-  assert.match(over.stderr, /^sev-xform: plan: does not fit: memory: 2592 MiB for the SEV guests \+ 2048 MiB host reserve = 4640 MiB, 0\.1 MiB more than MemTotal 4639\.9 MiB \(--mem-total\)\n$/);
+  assert.match(over.stderr, /^sev-xform: plan: does not fit: memory: 2600 MiB for the SEV guests \+ 2048 MiB host reserve = 4648 MiB, 0\.1 MiB more than MemTotal 4647\.9 MiB \(--mem-total\)\n$/);
 });
 
 test('--policy with the ES bit puts the --guests guests on the SEV-ES slots', async () => {
@@ -218,17 +220,18 @@ test("QEMU's overhead defaults to the hook's: qemu_overhead_mib in hook.conf, el
   const conf = join(dir, 'hook.conf');
   const base = ['--guests', '2', '--memory', '1GiB', '--mem-total', '64GiB', '--json'];
   const absent = json(await plan(base, { SEV_XFORM_HOOK_CONF: conf }));
-  assert.is(absent.guests[0]!.overheadKiB, QEMU);
+  assert.is(absent.guests[0]!.fixedOverheadKiB, QEMU);
+  assert.is(absent.guests[0]!.overheadKiB, QEMU + 4 * MiB, 'plus the page tables of 1 GiB');
   writeFileSync(conf, 'qemu_overhead_mib = 512\n');
   const set = json(await plan(base, { SEV_XFORM_HOOK_CONF: conf }));
-  assert.is(set.guests[0]!.overheadKiB, 512 * MiB);
-  assert.is(set.memory.guestsKiB, 2 * (1 * GiB + ROM + 512 * MiB));
+  assert.is(set.guests[0]!.fixedOverheadKiB, 512 * MiB);
+  assert.is(set.memory.guestsKiB, 2 * (1 * GiB + ROM + 512 * MiB + 4 * MiB));
   assert.is(set.memory.pinnedKiB, 2 * (1 * GiB + ROM), 'the overhead is not pinned');
   const option = json(await plan([...base, '--qemu-overhead', '1GiB'], { SEV_XFORM_HOOK_CONF: conf }));
-  assert.is(option.guests[0]!.ceilingKiB, 1 * GiB + ROM + 1 * GiB);
+  assert.is(option.guests[0]!.ceilingKiB, 1 * GiB + ROM + 1 * GiB + 4 * MiB);
   const dirs = writeDomains({ 'a.xml': tagged });
   const domain = json(await plan([join(dirs, 'a.xml'), '--qemu-overhead', '128MiB', '--mem-total', '64GiB', '--json']));
-  assert.is(domain.guests[0]!.ceilingKiB, 2 * GiB + ROM + 128 * MiB);
+  assert.is(domain.guests[0]!.ceilingKiB, 2 * GiB + ROM + 128 * MiB + 8 * MiB);
   const bare = await plan([...base, '--qemu-overhead', '256']);
   assert.is(bare.code, 2);
   assert.match(bare.stderr, /--qemu-overhead '256' needs a unit, e.g. 256MiB/);
@@ -262,9 +265,9 @@ test('domains: only tagged or launchSecurity ones count; RAM, video and QEMU as 
   const r = await plan(['--domains', dir, '--mem-total', '64GiB', '--json']);
   assert.is(r.code, 0, r.stderr);
   const p = json(r);
-  assert.equal(p.guests.map((g) => [g.source, g.count, g.ramKiB, g.videoKiB, g.romKiB, g.overheadKiB]), [
-    [join(dir, 'a.xml'), 1, 2 * GiB, 147456, ROM, QEMU],
-    [join(dir, 'c.xml'), 1, p.guests[1]!.ramKiB, 0, ROM, QEMU],
+  assert.equal(p.guests.map((g) => [g.source, g.count, g.ramKiB, g.videoKiB, g.romKiB, g.fixedOverheadKiB, g.pageTablesKiB]), [
+    [join(dir, 'a.xml'), 1, 2 * GiB, 147456, ROM, QEMU, 8 * MiB],
+    [join(dir, 'c.xml'), 1, p.guests[1]!.ramKiB, 0, ROM, QEMU, Math.ceil(p.guests[1]!.ramKiB / 256)],
   ]);
   assert.equal(p.skipped.map((s) => s.source), [join(dir, 'b.xml')]);
   // The filter writes exactly this into <memtune><hard_limit>.
@@ -281,10 +284,10 @@ test('domain files given as arguments, and together with --guests', async () => 
   const p = json(r);
   assert.equal(p.guests.map((g) => [g.name, g.count]), [['guest', 2], ['tagged', 1]]);
   assert.is(p.memory.pinnedKiB, 2 * (1 * GiB + ROM) + 2 * GiB + ROM);
-  assert.is(p.memory.guestsKiB, 2 * (1 * GiB + ROM + QEMU) + 2 * GiB + ROM + QEMU);
+  assert.is(p.memory.guestsKiB, 2 * (1 * GiB + ROM + QEMU + 4 * MiB) + 2 * GiB + ROM + QEMU + 8 * MiB);
   const text = await plan([join(dir, 'a.xml'), '--mem-total', '64GiB']);
   assert.ok(
-    text.stdout.startsWith(`guest    tagged (${join(dir, 'a.xml')}): SEV, 2048 MiB RAM + 0 MiB video + 16 MiB ROM/ACPI = 2064 MiB pinned + 256 MiB QEMU process = 2320 MiB ceiling\n`),
+    text.stdout.startsWith(`guest    tagged (${join(dir, 'a.xml')}): SEV, 2048 MiB RAM + 0 MiB video + 16 MiB ROM/ACPI = 2064 MiB pinned + 256 MiB QEMU process + 8 MiB page tables (RAM/256) = 2328 MiB ceiling\n`),
     text.stdout,
   );
 });
@@ -335,7 +338,7 @@ test('a hard_limit above the estimate counts, as the hook counts it', async () =
   const [b, s] = json(r).guests;
   assert.is(b!.countedKiB, 6 * GiB);
   assert.is(b!.hardLimitKiB, 6 * GiB);
-  assert.is(s!.countedKiB, 2 * GiB + ROM + QEMU, 'a hard_limit below the ceiling is raised by the filter');
+  assert.is(s!.countedKiB, 2 * GiB + ROM + QEMU + 8 * MiB, 'a hard_limit below the ceiling is raised by the filter');
   assert.is(s!.hardLimitKiB, null);
   const text = await plan([join(dir, 'big.xml'), '--mem-total', '64GiB']);
   assert.match(text.stdout, /; its hard_limit 6144 MiB is larger and counts/);

@@ -95,7 +95,11 @@ const NOT_FOR_SCSI_DISKS = ['queues', 'queue_size', 'iothread', 'event_idx', 'io
 /** Attributes a rule may set, change or remove on an element at `path`. */
 function mutableAttrs(path: string, attrs: Record<string, string>): string[] {
   // virtio-iommu: virtio-transitional becomes virtio-non-transitional wherever a device keeps its model.
-  const transitional = Object.keys(attrs).filter((a) => (a === 'model' || a === 'type') && attrs[a] === 'virtio-transitional');
+  // So does a legacy-capable 'virtio' (or 'virtio-scsi') model whose address is off a PCIe port (the
+  // attributes alone do not say where the device sits, so any such model may change).
+  const transitional = Object.keys(attrs).filter(
+    (a) => (a === 'model' || a === 'type') && ['virtio-transitional', 'virtio-non-transitional', 'virtio', 'virtio-scsi'].includes(attrs[a] ?? '') && path.startsWith('domain/devices/'),
+  );
   return [...transitional, ...ruleAttrs(path, attrs)];
 }
 
