@@ -63,6 +63,10 @@ export interface Stack {
    * /sys, /dev are there).
    */
   run(cmd: string, args: readonly string[], opts?: { input?: string; env?: Record<string, string> }): Run;
+  /** The host argv that runs `argv` as run() does, for a caller that spawns it itself (e.g. after joining a cgroup). */
+  argv(argv: readonly string[]): string[];
+  /** A host path inside the stack's root as the stack's programs see it (the inverse of hostPath). */
+  innerPath(hostPath: string): string;
   /** Restarts the stack's libvirtd (e.g. so that it finds a new hook), keeping the SEV emulation. */
   restart(): Run;
   /** Environment for install.sh to install into this stack (DESTDIR for a chroot). */
@@ -89,7 +93,7 @@ export function compareVersions(a: string, b: string): number {
 
 interface StackParts {
   validate: (file: string) => Run;
-  run: (cmd: string, args: readonly string[], opts?: { input?: string; env?: Record<string, string> }) => Run;
+  argv: (argv: readonly string[]) => string[];
   restart: () => Run;
   installEnv: Record<string, string>;
 }
@@ -105,7 +109,16 @@ function makeStack(name: StackName, uri: string, root: string, parts: StackParts
     firmwareDirs: [hostPath('/usr/share/qemu/firmware'), hostPath('/etc/qemu/firmware')],
     firmwareOverlayDir: hostPath('/etc/qemu/firmware'),
     validateSchema: parts.validate,
-    run: parts.run,
+    argv: parts.argv,
+    run: (cmd, args, opts) => {
+      const [first, ...rest] = parts.argv([cmd, ...args]);
+      return run(first!, rest, opts);
+    },
+    innerPath: (path) => {
+      if (root === '/') return path;
+      if (path !== root && !path.startsWith(`${root}/`)) throw new Error(`[${name}] ${path} is not inside the stack's root ${root}`);
+      return path.slice(root.length) || '/';
+    },
     restart: parts.restart,
     installEnv: parts.installEnv,
     virsh: (args, input) => run('virsh', ['-c', uri, ...args], input === undefined ? {} : { input }),
@@ -129,7 +142,7 @@ function makeStack(name: StackName, uri: string, root: string, parts: StackParts
 /** The machine's own libvirtd (setup.sh). */
 export const DEBIAN12: Stack = makeStack('debian12', 'qemu:///system', '/', {
   validate: (file) => run('virt-xml-validate', [file, 'domain']),
-  run,
+  argv: (argv) => [...argv],
   restart: () => run('bash', ['test/integration/host/restart.sh']),
   installEnv: {},
 });
@@ -158,7 +171,8 @@ export const DEBIAN13: Stack = makeStack('debian13', `qemu+unix:///system?socket
       rmSync(dir, { recursive: true, force: true });
     }
   },
-  run: (cmd, args, opts) => run('nsenter', ['-t', trixieDaemonPid(), '-m', '-r', '-w', '--', cmd, ...args], opts),
+  // nsenter without -p execs in place: the pid (and so a cgroup joined before) stays the caller's.
+  argv: (argv) => ['nsenter', '-t', trixieDaemonPid(), '-m', '-r', '-w', '--', ...argv],
   restart: () => run('bash', ['test/integration/host/trixie-setup.sh'], { env: { SEVX_TRIXIE_RESTART: '1' } }),
   installEnv: { DESTDIR: TRIXIE_ROOT },
 });
