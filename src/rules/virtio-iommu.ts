@@ -211,7 +211,8 @@ function nonTransitionalOffPort(ctx: RuleContext, devices: XmlElement): void {
  * features, VIRTIO_F_ACCESS_PLATFORM among them, come from the virtiofsd
  * backend, and QEMU refuses iommu_platform on a device whose backend does not
  * offer it ("iommu_platform=true is not supported by the device", seen with
- * QEMU 7.2's C virtiofsd on Debian 12). The 9p 'handle' driver is gone since
+ * QEMU 7.2's C virtiofsd on Debian 12, and with virtiofsd 1.13.2 under QEMU 10.0
+ * on Debian 13). The 9p 'handle' driver is gone since
  * QEMU 6.0, so such a share never starts there, SEV or not; the filter keeps it
  * (older QEMU still has it) and says so.
  */
@@ -221,7 +222,7 @@ function warnFilesystems(ctx: RuleContext, devices: XmlElement): void {
     const driverType = fs.first('driver')?.attr('type');
     if (driverType === 'virtiofs')
       ctx.warn(
-        `${describeDevice(fs)}: virtiofs in an SEV guest needs a virtiofsd that offers VIRTIO_F_ACCESS_PLATFORM: QEMU refuses the device with "iommu_platform=true is not supported by the device" otherwise, as with QEMU 7.2's C virtiofsd (Debian 12); point <binary path> at one that does (the Rust virtiofsd)`,
+        `${describeDevice(fs)}: virtiofs in an SEV guest needs a virtiofsd that offers VIRTIO_F_ACCESS_PLATFORM: QEMU refuses the device with "iommu_platform=true is not supported by the device" otherwise, as measured with QEMU 7.2's C virtiofsd (Debian 12) and with virtiofsd 1.13.2 under QEMU 10.0 (Debian 13); use a virtiofsd that offers it, or share files another way (9p, NFS)`,
       );
     else if (driverType === 'handle')
       ctx.warn(`${describeDevice(fs)}: the 9p driver type 'handle' was removed in QEMU 6.0: no QEMU since can start this share, SEV or not; use <driver type='path'/>`);
