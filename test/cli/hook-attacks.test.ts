@@ -10,7 +10,7 @@ import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, rmSync, syml
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN } from '../support/bin.js';
-import { HOST_ARGS, convert, fixture, liveStatus, makeHookEnv, removeHookEnv, uuidN, type HookEnv } from '../fixtures-hook/env.js';
+import { HOST_ARGS, convert, fixture, liveStatus, hookEnvsFor, uuidN, type HookEnv } from '../fixtures-hook/env.js';
 
 const URN = 'urn:sev-xform:domain:1';
 const QEMU_NS = 'http://libvirt.org/schemas/domain/qemu/1.0';
@@ -30,15 +30,7 @@ function readShim(): string {
   return spawnSync('cat', ['hooks/qemu'], { encoding: 'utf8' }).stdout;
 }
 
-const envs: HookEnv[] = [];
-function hostEnv(opts: Parameters<typeof makeHookEnv>[0] = {}): HookEnv {
-  const e = makeHookEnv(opts);
-  envs.push(e);
-  return e;
-}
-test.after.each(() => {
-  while (envs.length) removeHookEnv(envs.pop()!);
-});
+const hostEnv = hookEnvsFor(test);
 test.after(() => rmSync(work, { recursive: true, force: true }));
 
 interface Answer {

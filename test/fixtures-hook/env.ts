@@ -96,6 +96,22 @@ export function removeHookEnv(e: HookEnv): void {
   rmSync(e.root, { recursive: true, force: true });
 }
 
+/**
+ * makeHookEnv for a test file: each env made during a test is removed after it
+ * (`suite` is the file's uvu `test`).
+ */
+export function hookEnvsFor(suite: { after: { each(fn: () => void): void } }): (opts?: Parameters<typeof makeHookEnv>[0]) => HookEnv {
+  const envs: HookEnv[] = [];
+  suite.after.each(() => {
+    while (envs.length) removeHookEnv(envs.pop()!);
+  });
+  return (opts = {}) => {
+    const e = makeHookEnv(opts);
+    envs.push(e);
+    return e;
+  };
+}
+
 /** A domain under another name and uuid. */
 export function renamed(xml: string, name: string, uuid: string): RunningDomain {
   return {

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { runCli, type CliRun } from '../support/run-cli.js';
 import { transformDomain } from '../../src/transform.js';
 import { hostFacts } from '../../src/host/facts.js';
-import { convert, domcaps, fixture, makeHookEnv, removeHookEnv, renamed, uuidN, type HookEnv } from '../fixtures-hook/env.js';
+import { convert, domcaps, fixture, hookEnvsFor, renamed, uuidN, type HookEnv } from '../fixtures-hook/env.js';
 
 const SNP_CAPS = 'fixtures/hosts/snp-genoa-libvirt11.xml';
 const AMDSEV = '/usr/local/share/ovmf/OVMF.amdsev.fd';
@@ -29,15 +29,7 @@ const convertedSnp = (() => {
 const converted = convert(fixture('tagged.xml'));
 const convertedEs = convert(fixture('tagged-es.xml'));
 
-const envs: HookEnv[] = [];
-function hostEnv(opts: Parameters<typeof makeHookEnv>[0] = {}): HookEnv {
-  const e = makeHookEnv(opts);
-  envs.push(e);
-  return e;
-}
-test.after.each(() => {
-  while (envs.length) removeHookEnv(envs.pop()!);
-});
+const hostEnv = hookEnvsFor(test);
 
 function hook(e: HookEnv, name: string, op: string, stdin: string): Promise<CliRun> {
   return runCli(['hook', name, op, 'begin', '-'], { stdin, env: e.env });

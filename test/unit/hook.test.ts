@@ -8,7 +8,7 @@ import { runCli, type CliRun } from '../support/run-cli.js';
 import { runHook } from '../../src/hook/run.js';
 import { parseHookConfig } from '../../src/hook/config.js';
 import type { Io } from '../../src/io.js';
-import { GiB, HOST_ARGS, convert, domcaps, fixture, makeHookEnv, removeHookEnv, renamed, uuidN, type HookEnv } from '../fixtures-hook/env.js';
+import { GiB, HOST_ARGS, convert, domcaps, fixture, hookEnvsFor, renamed, uuidN, type HookEnv } from '../fixtures-hook/env.js';
 
 const plain = fixture('plain.xml');
 const tagged = fixture('tagged.xml');
@@ -17,15 +17,7 @@ const lsOnly = fixture('ls-only.xml');
 const converted = convert(tagged);
 const convertedEs = convert(taggedEs);
 
-const envs: HookEnv[] = [];
-function hostEnv(opts: Parameters<typeof makeHookEnv>[0] = {}): HookEnv {
-  const e = makeHookEnv(opts);
-  envs.push(e);
-  return e;
-}
-test.after.each(() => {
-  while (envs.length) removeHookEnv(envs.pop()!);
-});
+const hostEnv = hookEnvsFor(test);
 
 function hook(e: HookEnv, name: string, op: string, sub: string, stdin: string | Uint8Array): Promise<CliRun> {
   return runCli(['hook', name, op, sub, '-'], { stdin, env: e.env });
