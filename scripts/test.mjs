@@ -50,8 +50,7 @@ const seconds = (t0) => ((performance.now() - t0) / 1000).toFixed(0);
 /**
  * The stacks the integration suite runs against, in order (test/support/stack.ts):
  * the machine's own libvirtd (Debian 12), then a Debian 13 chroot. Every file
- * runs on debian12; on debian13 only the files that use integrationStacks()
- * register tests, the others say in one line that they run on debian12 only.
+ * registers its tests per stack (integrationStacks() in test/support/libvirt.ts).
  * SEV_XFORM_STACKS=debian12 leaves the second stack out (said in one line).
  */
 const STACKS = [

@@ -1,4 +1,4 @@
-// A converted guest really boots. A small guest built from Debian packages
+// A converted guest really boots, on every stack (test/support/stack.ts). A small guest built from Debian packages
 // (test/integration/guest/: Debian's signed shim, GRUB and kernel on a GPT disk,
 // and the same kernel as a unified image for the network boot) is put into
 // domains by virt-install in the shapes users have, tagged, converted by the
@@ -12,16 +12,14 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { runBin } from '../support/bin.js';
 import {
-  URI,
   addTag,
   defineAndRender,
   describeCommand,
-  integrationEnabled,
+  integrationStacks,
   parseXml,
   renderProblems,
   requirePrerequisites,
@@ -31,6 +29,7 @@ import {
   virsh,
   virshOk,
   type El,
+  type Stack,
 } from '../support/libvirt.js';
 import {
   VIRTIO_DEVICE_NAMES,
@@ -231,7 +230,7 @@ function tcgCopy(converted: string, name: string, tftp?: { dir: string; file: st
   if (r.code !== 0) throw new Error(`xmlstarlet ed (TCG copy): ${r.stderr.trim()}`);
   let xml = r.stdout;
   if (tftp) {
-    // libvirt 9.0 has no TFTP for user networking: QEMU's own slirp TFTP server is
+    // libvirt offers no TFTP server for user networking: QEMU's own slirp TFTP server is
     // added as a second netdev, and the converted NIC (iommu, ROM off, as
     // converted) is pointed at it. Only this non-SEV copy gets it.
     const netdev = `user,id=sevxtftp,tftp=${tftp.dir},bootfile=${tftp.file}`;
@@ -246,48 +245,59 @@ function tcgCopy(converted: string, name: string, tftp?: { dir: string; file: st
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Starts the domain and waits until it is shut off; returns the seconds it ran. */
-async function bootAndWait(name: string, log: string): Promise<number> {
+/** Starts the domain and waits until it is shut off; returns the seconds it ran. `log` is a host path. */
+async function bootAndWait(name: string, log: string, stack: Stack): Promise<number> {
   const t0 = performance.now();
-  virshOk(['start', name]);
+  virshOk(['start', name], undefined, stack);
   for (;;) {
     await sleep(POLL_MS);
-    const state = virsh(['domstate', name]).stdout.trim();
+    const state = virsh(['domstate', name], undefined, stack).stdout.trim();
     if (state === 'shut off') return (performance.now() - t0) / 1000;
     if (performance.now() - t0 > DEADLINE_MS) {
-      virsh(['destroy', name]);
+      virsh(['destroy', name], undefined, stack);
       const tail = existsSync(log) ? readFileSync(log, 'utf8').split('\n').slice(-25).join('\n') : '(no serial log)';
-      throw new Error(`${name} is still ${state} after ${DEADLINE_MS / 1000} s; serial log ends:\n${tail}`);
+      throw new Error(`[${stack.name}] ${name} is still ${state} after ${DEADLINE_MS / 1000} s; serial log ends:\n${tail}`);
     }
   }
 }
 
-if (integrationEnabled('boot.test.ts')) {
-  const work = mkdtempSync(join(tmpdir(), 'sevx-test-boot-'));
+const stacks = integrationStacks('boot.test.ts');
+// The guest image is built once, on the host, for every stack.
+let image: string | undefined;
+const works: string[] = [];
+
+for (const stack of stacks) {
+  // The domains' files live where the stack's libvirtd and QEMU see them (the chroot's
+  // /tmp for debian13): `work` is the host path, paths in domain XML are stack.innerPath().
+  const work = mkdtempSync(join(stack.hostPath('/tmp'), 'sevx-test-boot-'));
+  works.push(work);
+  const inner = (hostPath: string): string => stack.innerPath(hostPath);
   const domcapsFile = join(work, 'domcaps.xml');
   let domcaps: El | undefined;
-  let image: string | undefined;
 
-  test('prerequisites: the guest image, virt-install, libvirtd with SEV, dist/sev-xform', () => {
-    requirePrerequisites(['virt-install', 'sfdisk', 'mkfs.fat', 'mcopy', 'objcopy']);
-    const caps = virshOk(['domcapabilities', '--machine', 'q35']);
+  test(stack.label('prerequisites: the guest image, virt-install, libvirtd with SEV, dist/sev-xform'), () => {
+    requirePrerequisites(['virt-install', 'sfdisk', 'mkfs.fat', 'mcopy', 'objcopy'], stack);
+    const caps = virshOk(['domcapabilities', '--machine', 'q35'], undefined, stack);
     writeFileSync(domcapsFile, caps);
     domcaps = parseXml(caps);
     assert.is(domcaps.child('features')?.child('sev')?.attrs['supported'], 'yes', 'domcapabilities must report <sev supported="yes">');
-    const t0 = performance.now();
-    const built = run('bash', [BUILDER, IMAGE_CACHE]);
-    assert.is(built.code, 0, `${BUILDER}: ${built.stderr}`);
-    image = built.stdout.trim();
-    const versions = readFileSync(join(image, 'versions.txt'), 'utf8').split('\n')[0];
-    console.log(`boot: guest image ${image} (${versions}) ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    if (image === undefined) {
+      const t0 = performance.now();
+      const built = run('bash', [BUILDER, IMAGE_CACHE]);
+      assert.is(built.code, 0, `${BUILDER}: ${built.stderr}`);
+      image = built.stdout.trim();
+      const versions = readFileSync(join(image, 'versions.txt'), 'utf8').split('\n')[0];
+      console.log(`boot: guest image ${image} (${versions}) ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    }
   });
 
   for (const shape of SHAPES) {
-    test(`boot ${shape.id}`, async () => {
+    test(stack.label(`boot ${shape.id}`), async () => {
       assert.ok(domcaps && image, 'the prerequisites test did not finish');
       const name = `sevx-test-boot-${shape.id}`;
       const dir = mkdtempSync(join(work, `${shape.id}-`));
       const files: Files = { boot: join(dir, 'boot.img'), data: join(dir, 'data.img'), cdrom: join(dir, 'cdrom.iso') };
+      const innerFiles: Files = { boot: inner(files.boot), data: inner(files.data), cdrom: inner(files.cdrom) };
       const token = randomBytes(6).toString('hex');
       const dataMagic = `SEVX-DATA-${token}`;
       const cdromMagic = `SEVX-CDROM-${token}`;
@@ -295,23 +305,27 @@ if (integrationEnabled('boot.test.ts')) {
       // Sizes: a whole number of 512-byte sectors for the disk, of 2048-byte blocks for the CD-ROM.
       writeFileSync(files.data, Buffer.concat([Buffer.from(dataMagic), Buffer.alloc(1024 * 1024 - dataMagic.length)]));
       writeFileSync(files.cdrom, Buffer.concat([Buffer.from(cdromMagic), Buffer.alloc(2 * 1024 * 1024 - cdromMagic.length)]));
+      // QEMU's TFTP server serves this folder, so the unified image goes where the stack's QEMU sees it.
+      if (shape.network) copyFileSync(join(image, 'uki.efi'), join(dir, 'uki.efi'));
       const log = join(dir, 'serial.log');
 
       // virt-install creates a storage pool for the folder of an existing disk file, even with --print-xml.
-      const poolsBefore = new Set(virshOk(['pool-list', '--all', '--name']).split('\n').map((s) => s.trim()).filter(Boolean));
+      const poolNames = (): string[] => virshOk(['pool-list', '--all', '--name'], undefined, stack).split('\n').map((s) => s.trim()).filter(Boolean);
+      const poolsBefore = new Set(poolNames());
       try {
+        // The host's virt-install, generating for this stack's daemon (as virt-install.test.ts does).
         const gen = run('virt-install', [
-          '--connect', URI, '--print-xml', '--import', '--name', name, '--memory', String(MEMORY_MIB), '--vcpus', '1',
-          '--osinfo', 'linux2022', '--network', 'user', '--serial', `file,path=${log}`, '--graphics', 'none', '--noautoconsole',
+          '--connect', stack.uri, '--print-xml', '--import', '--name', name, '--memory', String(MEMORY_MIB), '--vcpus', '1',
+          '--osinfo', 'linux2022', '--network', 'user', '--serial', `file,path=${inner(log)}`, '--graphics', 'none', '--noautoconsole',
           // No TPM: virt-install adds one to UEFI guests, and it has nothing to do with this test.
           '--tpm', 'none',
-          ...shape.args(files),
+          ...shape.args(innerFiles),
         ]);
         assert.is(gen.code, 0, `virt-install: ${gen.stderr}`);
 
         const input = join(dir, 'in.xml');
         writeFileSync(input, addTag(gen.stdout));
-        const conv = runBin(['--domcaps', domcapsFile, input]);
+        const conv = runBin(['--domcaps', domcapsFile, '--firmware-dirs', stack.firmwareDirs.join(','), input]);
         assert.is(conv.code, 0, `dist/sev-xform refused the ${shape.id} domain: ${conv.stderr.trim()}`);
         const converted = conv.stdout;
         writeFileSync(join(dir, 'out.xml'), converted);
@@ -320,20 +334,20 @@ if (integrationEnabled('boot.test.ts')) {
         const sevDomain = parseXml(converted);
         const sev = sevExpectation(sevDomain, domcaps);
         assert.ok(sev, 'the converted domain has launchSecurity');
-        const rendered = defineAndRender(join(dir, 'out.xml'), name, sevDomain);
+        const rendered = defineAndRender(join(dir, 'out.xml'), name, sevDomain, stack);
         const renderIssues = renderProblems(sevDomain, rendered.defined, rendered.cmd, sev);
         assert.ok(renderIssues.length === 0, `${shape.id} as an SEV guest:\n  ${renderIssues.join('\n  ')}\n${describeCommand(rendered.cmd)}`);
         const sevFirmware = rendered.cmd.blockdevs.find((b) => b['node-name'] === 'libvirt-pflash0-storage')?.['filename'];
         const mac = sevDomain.child('devices')?.child('interface')?.child('mac')?.attrs['address'] ?? '';
 
         const copy = join(dir, 'tcg.xml');
-        writeFileSync(copy, tcgCopy(converted, name, shape.network ? { dir: image, file: 'uki.efi' } : undefined));
-        undefineQuietly(name);
-        virshOk(['define', copy]);
+        writeFileSync(copy, tcgCopy(converted, name, shape.network ? { dir: inner(dir), file: 'uki.efi' } : undefined));
+        undefineQuietly(name, stack);
+        virshOk(['define', copy], undefined, stack);
         try {
-          const defined = parseXml(virshOk(['dumpxml', '--inactive', name]));
+          const defined = parseXml(virshOk(['dumpxml', '--inactive', name], undefined, stack));
           rmSync(log, { force: true });
-          const seconds = await bootAndWait(name, log);
+          const seconds = await bootAndWait(name, log, stack);
           const live = existsSync(log) ? readFileSync(log, 'utf8') : '';
           const proof = parseSerialLog(live);
           const cdromBus = defined.child('devices')?.all('disk').find((d) => d.attrs['device'] === 'cdrom')?.child('target')?.attrs['bus'] ?? '';
@@ -341,29 +355,31 @@ if (integrationEnabled('boot.test.ts')) {
           const entry = currentBootEntry(proof);
           const secure = efiNumber(proof.efivars.get('SecureBoot'));
           console.log(
-            `boot: ${shape.id}: booted in ${seconds.toFixed(1)} s (SEV firmware ${String(sevFirmware ?? 'auto')}; ` +
+            `boot[${stack.name}]: ${shape.id}: booted in ${seconds.toFixed(1)} s (SEV firmware ${String(sevFirmware ?? 'auto')}; ` +
               `Secure Boot ${secure === 1 ? 'on' : 'off'}; Boot${entry?.number ?? '?'} "${entry?.description ?? ''}" ${entry ? devicePathText(entry.path) : ''}; ` +
               `virtio: ${proof.virtio.map((v) => `${virtioName(v.deviceId)}=${v.driver}`).join(' ')})`,
           );
           const sevxLines = proof.text.split('\n').filter((l) => /SEVX |BdsDxe|PXE|refuses|Kernel panic/.test(l)).join('\n');
           assert.ok(problems.length === 0, `${shape.id}:\n  ${problems.join('\n  ')}\nserial log (${log}):\n${sevxLines}`);
         } finally {
-          undefineQuietly(name);
+          undefineQuietly(name, stack);
         }
       } finally {
-        for (const pool of virshOk(['pool-list', '--all', '--name']).split('\n').map((s) => s.trim()).filter(Boolean)) {
+        for (const pool of poolNames()) {
           if (poolsBefore.has(pool)) continue;
-          virsh(['pool-destroy', pool]);
-          virsh(['pool-undefine', pool]);
+          virsh(['pool-destroy', pool], undefined, stack);
+          virsh(['pool-undefine', pool], undefined, stack);
         }
       }
     });
   }
+}
 
-  // SEVX_KEEP_BOOT=1 keeps the domains' files and serial logs for a look afterwards.
-  test.after(() => {
+// SEVX_KEEP_BOOT=1 keeps the domains' files and serial logs for a look afterwards.
+test.after(() => {
+  for (const work of works) {
     if (process.env['SEVX_KEEP_BOOT'] === '1') console.log(`boot: files kept in ${work}`);
     else rmSync(work, { recursive: true, force: true });
-  });
-  test.run();
-}
+  }
+});
+if (stacks.length > 0) test.run();

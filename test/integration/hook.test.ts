@@ -5,20 +5,12 @@
 // it and restarts libvirtd again, leaving the stack as it found it.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { runBin } from '../support/bin.js';
-import { TAG, addTag, integrationStacks, requirePrerequisites, run, undefineQuietly, virsh, virshOk, type Stack } from '../support/libvirt.js';
-
-const INSTALL = resolve('install.sh');
-/** Paths as the stack's libvirtd sees them; on the host they are stack.hostPath(...). */
-const HOOK = '/etc/libvirt/hooks/qemu.d/sev-xform';
-const STATE_DIR = '/var/lib/sev-xform';
-const MANIFEST = join(STATE_DIR, 'install-manifest');
-const CACHE = join(STATE_DIR, 'host.json');
-/** The binary install.sh puts into the stack (PREFIX /usr/local). */
-const INSTALLED_BIN = '/usr/local/bin/sev-xform';
+import { HOOK, MANIFEST, hookInstallation } from '../support/hook-install.js';
+import { TAG, addTag, integrationStacks, runnableVirtTypeOn, undefineQuietly, virsh, virshOk } from '../support/libvirt.js';
 
 const TAGGED = 'sevx-test-hook-tagged';
 const SEV = 'sevx-test-hook-sev';
@@ -27,15 +19,6 @@ const PLAIN = 'sevx-test-hook-plain';
 // offer kvm even where /dev/kvm is missing (the host's file may already be gone when the
 // Debian 13 run loads this file); they are refused or fail before QEMU would need KVM.
 const VIRT = 'kvm';
-
-/**
- * The type for a domain that must really start on the stack: kvm only where its
- * /dev/kvm is the real device (a plain file there only makes libvirt offer kvm;
- * QEMU then fails "Could not access KVM kernel module"), else TCG.
- */
-function runnableType(stack: Stack): 'kvm' | 'qemu' {
-  return stack.run('test', ['-c', '/dev/kvm']).code === 0 ? 'kvm' : 'qemu';
-}
 
 /** A small domain: no disk, so it starts in a fraction of a second. */
 function smallDomain(name: string, mib: number, extra = '', type: string = VIRT): string {
@@ -67,34 +50,8 @@ for (const stack of stacks) {
   const host = (path: string): string => stack.hostPath(path);
   const virshS = (args: string[]): ReturnType<typeof virsh> => virsh(args, undefined, stack);
   const virshOkS = (args: string[]): string => virshOk(args, undefined, stack);
-  let installedByUs = false;
-  let stateDirExisted = true;
-  let restartNeeded = false;
-
-  const restartLibvirtd = (): void => {
-    const r = stack.restart();
-    if (r.code !== 0) throw new Error(`[${stack.name}] restarting libvirtd: exit ${r.code}: ${r.stderr.trim()}`);
-  };
-
-  const uninstall = (): string[] => {
-    const problems: string[] = [];
-    if (installedByUs) {
-      const r = run('sh', [INSTALL, '--uninstall'], { env: stack.installEnv });
-      if (r.code !== 0) problems.push(`install.sh --uninstall: exit ${r.code}: ${r.stderr.trim()}`);
-      installedByUs = false;
-    }
-    // install.sh lists the cache it wrote; this catches the one this suite rewrote when an install failed before that.
-    if (!stateDirExisted && existsSync(host(STATE_DIR))) {
-      rmSync(host(CACHE), { force: true });
-      if (readdirSync(host(STATE_DIR)).length === 0) rmdirSync(host(STATE_DIR));
-      else problems.push(`${host(STATE_DIR)} still holds ${readdirSync(host(STATE_DIR)).join(', ')} after --uninstall`);
-    }
-    if (restartNeeded) {
-      restartLibvirtd();
-      restartNeeded = false;
-    }
-    return problems;
-  };
+  const hook = hookInstallation(stack, work);
+  let capsFile = '';
 
   /** `virsh start` etc. that must fail; returns what the user sees. */
   const virshFails = (args: string[]): string => {
@@ -104,41 +61,8 @@ for (const stack of stacks) {
   };
 
   test(stack.label('install.sh installs the hook into /etc/libvirt/hooks/qemu.d, with a host cache, and libvirtd restarts'), () => {
-    requirePrerequisites([], stack);
-    assert.ok(existsSync(INSTALL), `${INSTALL} is missing`);
-    assert.not.ok(existsSync(host(MANIFEST)), `sev-xform is already installed here (${host(MANIFEST)}); this suite installs and uninstalls it itself, so it will not run over that installation`);
     for (const name of [TAGGED, SEV, PLAIN]) undefineQuietly(name, stack);
-    stateDirExisted = existsSync(host(STATE_DIR));
-
-    installedByUs = true;
-    const r = run('sh', [INSTALL], { env: stack.installEnv });
-    assert.is(r.code, 0, `install.sh: ${r.stderr}`);
-    accessSync(host(HOOK), constants.X_OK);
-
-    // libvirt reads maxGuests from host CPUID, so this Intel host reports 0 SEV
-    // slots and the hook would rightly refuse every SEV guest; the cache gets
-    // the slots of the emulated SEV host (setup.sh's SEV_MAX_GUESTS default).
-    const caps = virshOkS(['domcapabilities', '--arch', 'x86_64', '--machine', 'q35']).replace(/<maxGuests>\d+<\/maxGuests>/, '<maxGuests>15</maxGuests>');
-    assert.match(caps, /<sev supported='yes'>/);
-    const capsFile = join(work, 'domcaps.xml');
-    writeFileSync(capsFile, caps);
-    // The cache is written by the binary the hook runs, as the stack's libvirtd sees the system.
-    let cache;
-    if (stack.root === '/') cache = runBin(['host', '--write-cache', '--domcaps', capsFile]);
-    else {
-      const inside = `/tmp/sevx-test-hook-domcaps-${stack.name}.xml`;
-      writeFileSync(host(inside), caps);
-      try {
-        cache = stack.run(INSTALLED_BIN, ['host', '--write-cache', '--domcaps', inside]);
-      } finally {
-        rmSync(host(inside), { force: true });
-      }
-    }
-    assert.match(cache.stderr, /host cache written to \/var\/lib\/sev-xform\/host\.json/, `host --write-cache: exit ${cache.code}: ${cache.stderr}`);
-    assert.match(readFileSync(host(CACHE), 'utf8'), /<maxGuests>15<\/maxGuests>/);
-
-    restartNeeded = true;
-    restartLibvirtd();
+    capsFile = hook.install();
   });
 
   test(stack.label('a tagged but unconverted domain: virsh start fails with sev-xform\'s refusal'), () => {
@@ -152,7 +76,7 @@ for (const stack of stacks) {
   });
 
   test(stack.label('the converted domain gets past the hook and fails later, for a reason of this host'), () => {
-    const conv = runBin(['--domcaps', join(work, 'domcaps.xml'), '-'], { input: TAGGED_XML.replace(TAGGED, SEV) });
+    const conv = runBin(['--domcaps', capsFile, '-'], { input: TAGGED_XML.replace(TAGGED, SEV) });
     assert.is(conv.code, 0, conv.stderr);
     const file = join(work, `${SEV}.xml`);
     writeFileSync(file, conv.stdout);
@@ -166,7 +90,7 @@ for (const stack of stacks) {
 
   test(stack.label('an untagged small domain starts and saves with the hook installed'), () => {
     const file = join(work, `${PLAIN}.xml`);
-    writeFileSync(file, smallDomain(PLAIN, 64, '', runnableType(stack)));
+    writeFileSync(file, smallDomain(PLAIN, 64, '', runnableVirtTypeOn(stack)));
     virshOkS(['define', file]);
     mkdirSync(host(savedDir), { recursive: true });
     virshOkS(['start', PLAIN]);
@@ -193,7 +117,7 @@ for (const stack of stacks) {
 
   test(stack.label('install.sh --uninstall removes the hook, and libvirtd restarts without it'), () => {
     for (const name of [TAGGED, SEV, PLAIN]) undefineQuietly(name, stack);
-    const problems = uninstall();
+    const problems = hook.uninstall();
     assert.equal(problems, []);
     assert.not.ok(existsSync(host(HOOK)), `${host(HOOK)} is still there`);
     assert.not.ok(existsSync(host(MANIFEST)), `${host(MANIFEST)} is still there`);
@@ -204,7 +128,7 @@ for (const stack of stacks) {
     for (const name of [TAGGED, SEV, PLAIN]) undefineQuietly(name, stack);
     rmSync(work, { recursive: true, force: true });
     rmSync(host(savedDir), { recursive: true, force: true });
-    const problems = uninstall();
+    const problems = hook.uninstall();
     if (problems.length > 0) console.error(`[${stack.name}] hook.test.ts clean-up: ${problems.join('; ')}`);
   });
 }

@@ -5,7 +5,7 @@
 // (debian12) by default.
 import { shellWords } from './shell.js';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XMLParser } from 'fast-xml-parser';
@@ -20,39 +20,12 @@ export const FIXTURES = 'fixtures';
 const NOT_ENABLED = '(run via npm test as root, which sets SEV_XFORM_INTEGRATION=1 and starts the test libvirtd)';
 
 /**
- * For files that run only against the machine's own libvirtd (debian12).
- * Integration tests run only under `npm test` as root, which sets
- * SEV_XFORM_INTEGRATION=1 after bringing the test libvirtd up; otherwise the
- * file registers nothing and says so in one line. A run that targets other
- * stacks only (SEV_XFORM_STACKS without debian12) skips the file likewise.
+ * The type for a domain that must really start on the stack: kvm only where its
+ * /dev/kvm is the real device (a plain file there only makes libvirt offer kvm;
+ * QEMU then fails "Could not access KVM kernel module"), else TCG.
  */
-export function integrationEnabled(file: string): boolean {
-  if (process.env['SEV_XFORM_INTEGRATION'] !== '1') {
-    console.log(`integration: ${file} skipped ${NOT_ENABLED}`);
-    return false;
-  }
-  if (selectedStacks().some((s) => s.name === 'debian12')) return true;
-  console.log(`integration: ${file} runs on debian12 only; not on ${selectedStacks().map((s) => s.name).join(', ')}`);
-  return false;
-}
-
-/**
- * Whether guests can run under KVM here: /dev/kvm is the real character
- * device. Where it is missing, setup.sh puts a plain file there so that libvirt
- * offers domain type 'kvm' (SEV guests need it); such domains define and
- * render, but QEMU cannot start them ("failed to initialize kvm").
- */
-export function kvmRunnable(): boolean {
-  try {
-    return statSync('/dev/kvm').isCharacterDevice();
-  } catch {
-    return false;
-  }
-}
-
-/** The domain type for a guest a test starts: kvm when KVM really runs here, else qemu (TCG). */
-export function runnableVirtType(): 'kvm' | 'qemu' {
-  return kvmRunnable() ? 'kvm' : 'qemu';
+export function runnableVirtTypeOn(stack: Stack): 'kvm' | 'qemu' {
+  return stack.run('test', ['-c', '/dev/kvm']).code === 0 ? 'kvm' : 'qemu';
 }
 
 /**
