@@ -14,7 +14,6 @@ import { DEBIAN12, run, selectedStacks, type Run, type Stack } from './stack.js'
 
 export { run, type Run, type Stack } from './stack.js';
 
-export const URI = 'qemu:///system';
 export const FIXTURES = 'fixtures';
 
 const NOT_ENABLED = '(run via npm test as root, which sets SEV_XFORM_INTEGRATION=1 and starts the test libvirtd)';
