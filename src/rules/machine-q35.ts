@@ -1,4 +1,5 @@
-import { removeElement } from '../xml/edit.js';
+import { createElement, insertAfter, insertOrdered, removeElement } from '../xml/edit.js';
+import { DEVICE_CHILD_ORDER } from '../domain/libvirt-order.js';
 import type { XmlElement } from '../xml/xmlapi.js';
 import { refuse } from '../failure.js';
 import { describeDevice, removeDevice } from '../domain/devices.js';
@@ -55,42 +56,116 @@ function devicesBehind(devices: XmlElement, index: number): XmlElement[] {
   });
 }
 
+/** A PCI bus number as libvirt prints it in addresses: 0x01. */
+const hexBus = (n: number): string => `0x${n.toString(16).padStart(2, '0')}`;
+
+/** Controller models that stay when an i440fx topology becomes q35's (the rest is removed). */
+const KEPT_PCI_MODELS = new Set(['pci-root', 'pcie-root', 'pci-expander-bus', 'pcie-expander-bus']);
+
+/** An expander bus to convert, with the slots (bus/slot -> their addresses) behind it. */
+interface ExpanderPlan {
+  ctrl: XmlElement;
+  index: number;
+  where: string;
+  slots: XmlElement[][];
+  /** The busNr it gets: its own when there is room, else one below the others'. */
+  busNr?: number;
+  busNote: string;
+}
+
 /**
  * An i440fx pci-expander-bus (pxb) exists to give its devices a guest NUMA node.
  * On q35 the same thing is a pcie-expander-bus (pxb-pcie), which accepts the
- * same <target> <node> and busNr (1-254), so the bus and its node are kept; the
- * devices behind it cannot keep their place (its automatic pci-bridge does not
- * exist on PCIe and their i440fx addresses are dropped), which is said.
+ * same <target> <node>, so the bus and its node are kept. pxb-pcie takes only
+ * PCIe ports, so every slot that had devices behind the pxb (directly or
+ * through its pci-bridge) gets a pcie-root-port on the expander, and its
+ * devices move there keeping their functions: they stay on their node.
  */
-function convertExpanderBus(ctx: RuleContext, devices: XmlElement, ctrl: XmlElement): void {
-  const index = ctrl.attr('index') ?? '?';
-  const target = ctrl.first('target');
-  const nodeEl = target?.first('node');
+function planExpanderBus(ctx: RuleContext, devices: XmlElement, ctrl: XmlElement): ExpanderPlan {
+  const indexText = ctrl.attr('index') ?? '?';
+  const nodeEl = ctrl.first('target')?.first('node');
   const node = nodeEl?.text().trim();
   if (node !== undefined) {
     const cells = (ctx.domain.first('cpu')?.first('numa')?.elements('cell') ?? []).map((c) => c.attr('id')?.trim());
     if (!cells.includes(node))
-      refuse(nodeEl!.path(), `pci-expander-bus index ${index} is on NUMA node ${node}, which the guest does not have (<cpu><numa> has no cell id='${node}'): a pcie-expander-bus on q35 cannot be placed there`);
+      refuse(nodeEl!.path(), `pci-expander-bus index ${indexText} is on NUMA node ${node}, which the guest does not have (<cpu><numa> has no cell id='${node}'): a pcie-expander-bus on q35 cannot be placed there`);
   }
-  const behind = devicesBehind(devices, busNumber(ctrl.attr('index')) ?? -1);
+  const index = busNumber(ctrl.attr('index'));
+  if (index === undefined) refuse(ctrl.path(), `pci-expander-bus index '${indexText}' is not a bus number`);
+  // One root port per slot the devices had: a multifunction device stays whole.
+  const slots = new Map<string, XmlElement[]>();
+  for (const dev of devicesBehind(devices, index)) {
+    const address = dev.first('address')!;
+    const key = `${address.attr('bus') ?? ''}/${address.attr('slot') ?? ''}`;
+    slots.set(key, [...(slots.get(key) ?? []), address]);
+  }
+  return { ctrl, index, where: node !== undefined ? `NUMA node ${node}` : 'no NUMA node', slots: [...slots.values()], busNote: '' };
+}
+
+/**
+ * Guest bus numbers: an expander's busNr is its own bus, its root ports take
+ * the next ones, and numbers end at 255 (the root complex counts up from 0
+ * below them all). Each expander keeps its busNr when its range fits below the
+ * ones above it; otherwise it gets the highest that does. libvirt would not do
+ * this: left to itself it gives the first expander 254 whatever sits behind it,
+ * and the guest's firmware then has no bus number for a second root port.
+ */
+function assignBusNumbers(plans: ExpanderPlan[]): void {
+  const wanted = (p: ExpanderPlan): number | undefined => {
+    const n = busNumber(p.ctrl.first('target')?.attr('busNr'));
+    return n !== undefined && n >= 1 && n <= 254 ? n : undefined;
+  };
+  let top = 255;
+  for (const plan of [...plans].sort((x, y) => (wanted(y) ?? -1) - (wanted(x) ?? -1))) {
+    const own = wanted(plan);
+    const given = plan.ctrl.first('target')?.attr('busNr');
+    const need = plan.slots.length;
+    if (own !== undefined && own + need <= top) plan.busNr = own;
+    else {
+      plan.busNr = top - need;
+      if (plan.busNr < 1) refuse(plan.ctrl.path(), `pcie-expander-bus index ${plan.index}: no guest bus numbers left for it and its ${need} root port(s) (bus numbers end at 255)`);
+      plan.busNote =
+        given === undefined
+          ? `; busNr ${plan.busNr}, leaving bus numbers for its ${need} root port(s)`
+          : own === undefined
+            ? `; its busNr '${given}' is outside 1-254, so busNr ${plan.busNr}`
+            : `; busNr ${own} -> ${plan.busNr}: its ${need} root port(s) need bus numbers ${own + 1}-${own + need}${own + need > 255 ? ', past 255' : ', which another expander bus uses'}`;
+    }
+    if (plan.busNote === '') plan.busNote = `, busNr ${own}`;
+    top = plan.busNr - 1;
+  }
+}
+
+/** Converts a planned expander bus; returns the address elements it re-homed, which must not be dropped. */
+function convertExpanderBus(ctx: RuleContext, devices: XmlElement, plan: ExpanderPlan, nextIndex: () => number): Set<XmlElement> {
+  const { ctrl, index, where } = plan;
   ctrl.setAttr('model', 'pcie-expander-bus');
   const modelName = ctrl.first('model');
   if (modelName?.attr('name') === 'pxb') modelName.setAttr('name', 'pxb-pcie');
-  const busNr = target?.attr('busNr');
-  let busNote = '';
-  if (busNr !== undefined) {
-    const n = busNumber(busNr);
-    if (n === undefined || n < 1 || n > 254) {
-      target!.removeAttr('busNr');
-      busNote = `; its busNr '${busNr}' is outside 1-254, so libvirt picks one`;
-    } else busNote = `, busNr ${busNr}`;
+  const target = ctrl.first('target');
+  if (target && busNumber(target.attr('busNr')) !== plan.busNr) target.setAttr('busNr', String(plan.busNr));
+  else if (!target) insertOrdered(ctrl, createElement('target', [['busNr', String(plan.busNr)]]), DEVICE_CHILD_ORDER['controller']!);
+  ctx.change(`pci-expander-bus index ${index} -> pcie-expander-bus (${where}${plan.busNote}): pxb is i440fx's expander bus, pxb-pcie is q35's`);
+
+  const rehomed = new Set<XmlElement>();
+  let anchor = ctrl;
+  let slot = 0;
+  for (const addresses of plan.slots) {
+    const portIndex = nextIndex();
+    const port = createElement('controller', [['type', 'pci'], ['index', String(portIndex)], ['model', 'pcie-root-port']], [
+      createElement('address', [['type', 'pci'], ['domain', '0x0000'], ['bus', hexBus(index)], ['slot', hexBus(slot++)], ['function', '0x0']]),
+    ]);
+    insertAfter(devices, anchor, port);
+    anchor = port;
+    for (const address of addresses) {
+      address.setAttr('bus', hexBus(portIndex));
+      address.setAttr('slot', '0x00');
+      rehomed.add(address);
+    }
+    const moved = addresses.map((a) => describeDevice(a.parent!)).join(', ');
+    ctx.change(`added pcie-root-port index ${portIndex} on pcie-expander-bus ${index} for ${moved}: pxb-pcie takes only PCIe ports, and the devices keep ${where}`);
   }
-  const where = node !== undefined ? `NUMA node ${node}` : 'no NUMA node';
-  ctx.change(`pci-expander-bus index ${index} -> pcie-expander-bus (${where}${busNote}): pxb is i440fx's expander bus, pxb-pcie is q35's`);
-  if (behind.length > 0)
-    ctx.warn(
-      `pcie-expander-bus index ${index} keeps ${where}, but the devices behind it (${behind.map(describeDevice).join(', ')}) lose their i440fx addresses and libvirt places them on the root complex; to keep them on ${where}, plug each into a pcie-root-port on bus ${index}`,
-    );
+  return rehomed;
 }
 
 export const machineQ35: Rule = {
@@ -116,12 +191,21 @@ export const machineQ35: Rule = {
     if (!devices) return;
 
     // Before the addresses go: they say which devices sit behind an expander bus.
-    for (const ctrl of devices.elements('controller'))
-      if (ctrl.attr('type') === 'pci' && ctrl.attr('model') === 'pci-expander-bus') convertExpanderBus(ctx, devices, ctrl);
+    // New root ports are numbered after the controllers that stay.
+    const pciControllers = devices.elements('controller').filter((c) => c.attr('type') === 'pci');
+    let lastIndex = Math.max(0, ...pciControllers.filter((c) => KEPT_PCI_MODELS.has(c.attr('model') ?? '')).map((c) => busNumber(c.attr('index')) ?? 0));
+    const keep = new Set<XmlElement>();
+    const controllersBefore = new Set(devices.elements('controller'));
+    const plans = pciControllers.filter((c) => c.attr('model') === 'pci-expander-bus').map((c) => planExpanderBus(ctx, devices, c));
+    assignBusNumbers(plans);
+    for (const plan of plans) for (const address of convertExpanderBus(ctx, devices, plan, () => ++lastIndex)) keep.add(address);
+    // The root ports just added, with their addresses on the expanders.
+    const added = new Set(devices.elements('controller').filter((c) => !controllersBefore.has(c)));
+    for (const port of added) for (const a of port.elements('address')) keep.add(a);
 
     let dropped = 0;
     for (const address of descendants(devices, 'address')) {
-      if (address.attr('type') === 'pci') {
+      if (address.attr('type') === 'pci' && !keep.has(address)) {
         removeElement(address);
         dropped++;
       }
@@ -129,6 +213,7 @@ export const machineQ35: Rule = {
     if (dropped) ctx.change(`dropped ${dropped} i440fx PCI address(es): libvirt assigns q35 ones`);
 
     for (const ctrl of devices.elements('controller')) {
+      if (added.has(ctrl)) continue;
       const t = ctrl.attr('type');
       const model = ctrl.attr('model');
       if (t === 'pci' && model === 'pci-root') {

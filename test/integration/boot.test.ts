@@ -68,14 +68,37 @@ interface Shape {
   secureBoot?: boolean;
   /** boots the unified kernel image over TFTP instead of the disk */
   network?: boolean;
+  /** default 1 */
+  vcpus?: number;
+  /** the virtio devices (by virtio device id) that sit behind an expander bus on this NUMA node */
+  expander?: { node: string; virtio: number[] };
 }
 
 const disk = (path: string, opts: string): string[] => ['--disk', `path=${path},format=raw,${opts}`];
+const KiB_PER_MiB = 1024;
 
 const SHAPES: Shape[] = [
   {
     id: 'i440fx-bios-virtio-blk-ide-cdrom',
     args: (f) => ['--machine', 'pc', '--boot', 'hd', ...disk(f.boot, 'bus=virtio'), ...disk(f.data, 'bus=virtio'), ...disk(f.cdrom, 'device=cdrom,bus=ide')],
+  },
+  {
+    // As libvirt 9.0 writes a NUMA guest's pxb: the expander on node 1 (busNr 254), the
+    // pci-bridge behind it, the data disk on the expander and the NIC on the bridge.
+    // After conversion they must sit on root ports of a pcie-expander-bus, still on node 1.
+    id: 'i440fx-pxb-numa',
+    vcpus: 2,
+    expander: { node: '1', virtio: [1, 2] },
+    args: (f) => [
+      '--machine', 'pc', '--boot', 'hd',
+      '--cpu', `host-passthrough,cell0.id=0,cell0.cpus=0,cell0.memory=${(MEMORY_MIB / 2) * KiB_PER_MiB},cell1.id=1,cell1.cpus=1,cell1.memory=${(MEMORY_MIB / 2) * KiB_PER_MiB}`,
+      '--controller', 'type=pci,index=1,model=pci-expander-bus,target.busNr=254,target.node=1,address.type=pci,address.bus=0,address.slot=10',
+      '--controller', 'type=pci,index=2,model=pci-bridge,address.type=pci,address.bus=1,address.slot=1',
+      ...disk(f.boot, 'bus=virtio'),
+      ...disk(f.data, 'bus=virtio,address.type=pci,address.bus=1,address.slot=2'),
+      ...disk(f.cdrom, 'device=cdrom,bus=ide'),
+      '--network', 'user,address.type=pci,address.bus=2,address.slot=1',
+    ],
   },
   {
     id: 'q35-bios',
@@ -198,6 +221,11 @@ function proofProblems(proof: GuestProof, want: Expected): string[] {
       if (!proof.cmdline.includes('BOOT_IMAGE=/vmlinuz')) problems.push(`the kernel did not come through the disk's GRUB (cmdline ${proof.cmdline})`);
     }
   }
+  if (want.shape.expander) {
+    const { node, virtio } = want.shape.expander;
+    for (const v of proof.virtio.filter((d) => virtio.includes(d.deviceId)))
+      if (v.numaNode !== node) problems.push(`virtio ${virtioName(v.deviceId)} (${v.name}) is on NUMA node ${v.numaNode}, not on the expander bus's node ${node}`);
+  }
   if (want.shape.secureBoot && efiNumber(proof.efivars.get('SecureBoot')) !== 1)
     problems.push(`Secure Boot is not on (SecureBoot = ${String(efiNumber(proof.efivars.get('SecureBoot')))})`);
   return problems;
@@ -314,12 +342,14 @@ for (const stack of stacks) {
       const poolsBefore = new Set(poolNames());
       try {
         // The host's virt-install, generating for this stack's daemon (as virt-install.test.ts does).
+        const shapeArgs = shape.args(innerFiles);
         const gen = run('virt-install', [
-          '--connect', stack.uri, '--print-xml', '--import', '--name', name, '--memory', String(MEMORY_MIB), '--vcpus', '1',
-          '--osinfo', 'linux2022', '--network', 'user', '--serial', `file,path=${inner(log)}`, '--graphics', 'none', '--noautoconsole',
+          '--connect', stack.uri, '--print-xml', '--import', '--name', name, '--memory', String(MEMORY_MIB), '--vcpus', String(shape.vcpus ?? 1),
+          '--osinfo', 'linux2022', ...(shapeArgs.includes('--network') ? [] : ['--network', 'user']),
+          '--serial', `file,path=${inner(log)}`, '--graphics', 'none', '--noautoconsole',
           // No TPM: virt-install adds one to UEFI guests, and it has nothing to do with this test.
           '--tpm', 'none',
-          ...shape.args(innerFiles),
+          ...shapeArgs,
         ]);
         assert.is(gen.code, 0, `virt-install: ${gen.stderr}`);
 
@@ -357,7 +387,7 @@ for (const stack of stacks) {
           console.log(
             `boot[${stack.name}]: ${shape.id}: booted in ${seconds.toFixed(1)} s (SEV firmware ${String(sevFirmware ?? 'auto')}; ` +
               `Secure Boot ${secure === 1 ? 'on' : 'off'}; Boot${entry?.number ?? '?'} "${entry?.description ?? ''}" ${entry ? devicePathText(entry.path) : ''}; ` +
-              `virtio: ${proof.virtio.map((v) => `${virtioName(v.deviceId)}=${v.driver}`).join(' ')})`,
+              `virtio: ${proof.virtio.map((v) => `${virtioName(v.deviceId)}=${v.driver}${shape.expander ? `@node${v.numaNode}` : ''}`).join(' ')})`,
           );
           const sevxLines = proof.text.split('\n').filter((l) => /SEVX |BdsDxe|PXE|refuses|Kernel panic/.test(l)).join('\n');
           assert.ok(problems.length === 0, `${shape.id}:\n  ${problems.join('\n  ')}\nserial log (${log}):\n${sevxLines}`);

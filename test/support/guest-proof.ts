@@ -29,6 +29,8 @@ export interface VirtioProof {
   /** bound driver, or 'none' */
   driver: string;
   features: string;
+  /** NUMA node of the PCI device it sits on, as sysfs says ('-1' for none) */
+  numaNode: string;
 }
 
 export interface BlockProof {
@@ -95,8 +97,8 @@ export function parseSerialLog(raw: string): GuestProof {
       if (c >= 0) proof.cmdline = body.slice(c + 8);
     } else if (kind === 'done') proof.done = true;
     else if (kind === 'virtio') {
-      const m = /^(\S+) device=0x([0-9a-f]+) driver=(\S+) features=([01]+)$/i.exec(rest.join(' '));
-      if (m) proof.virtio.push({ name: m[1]!, deviceId: Number.parseInt(m[2]!, 16), driver: m[3]!, features: m[4]! });
+      const m = /^(\S+) device=0x([0-9a-f]+) driver=(\S+) features=([01]+) numa=(\S+)$/i.exec(rest.join(' '));
+      if (m) proof.virtio.push({ name: m[1]!, deviceId: Number.parseInt(m[2]!, 16), driver: m[3]!, features: m[4]!, numaNode: m[5]! });
     } else if (kind === 'block') {
       const m = /^(\S+) on=(\S+) path=\S* first=(.*)$/.exec(rest.join(' '));
       if (m) proof.blocks.push({ name: m[1]!, on: m[2]!, first: m[3]!.trim() });

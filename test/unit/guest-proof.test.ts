@@ -23,8 +23,8 @@ const LOG = [
   `${ESC}[2J${ESC}[01;01H${ESC}[=3h${ESC}[2J${ESC}[01;01HBdsDxe: loading Boot0001 "UEFI QEMU QEMU HARDDISK " from PciRoot(0x0)/Pci(0x3,0x0)/Scsi(0x0,0x0)\r`,
   'BdsDxe: starting Boot0001 "UEFI QEMU QEMU HARDDISK " from PciRoot(0x0)/Pci(0x3,0x0)/Scsi(0x0,0x0)\r',
   `\r${ESC}[0m${ESC}[37m${ESC}[40mSEVX begin kernel=6.1.0-57-amd64 cmdline=BOOT_IMAGE=/vmlinuz console=ttyS0,115200 loglevel=3 panic=5\r`,
-  'SEVX virtio virtio0 device=0x0008 driver=virtio_scsi features=0110000000000000000000000000110011000000100000000000000000000000\r',
-  'SEVX virtio virtio2 device=0x0005 driver=none features=0100000000000000000000000000010010000000100000000000000000000000\r',
+  'SEVX virtio virtio0 device=0x0008 driver=virtio_scsi features=0110000000000000000000000000110011000000100000000000000000000000 numa=-1\r',
+  'SEVX virtio virtio2 device=0x0005 driver=none features=0100000000000000000000000000010010000000100000000000000000000000 numa=1\r',
   'SEVX block sda on=virtio0 path=/sys/devices/pci0000:00/0000:00:03.0/virtio0/host0/target0:0:0/0:0:0:0/block/sda first=\r',
   'SEVX block sda1 on=virtio0 path=/sys/devices/pci0000:00/0000:00:03.0/virtio0/host0/target0:0:0/0:0:0:0/block/sda/sda1 first=mkfs.fat SEVXBOOT   FAT16 \r',
   'SEVX block sr0 on=virtio0 path=/sys/devices/pci0000:00/0000:00:03.0/virtio0/host0/target0:0:1/0:0:1:0/block/sr0 first=SEVX-CDROM-5678 \r',
@@ -40,7 +40,7 @@ test('proof lines: virtio devices, features counted from the left', () => {
   const p = parseSerialLog(LOG);
   assert.ok(p.begun && p.done);
   assert.is(p.cmdline, 'BOOT_IMAGE=/vmlinuz console=ttyS0,115200 loglevel=3 panic=5');
-  assert.equal(p.virtio.map((v) => [v.name, v.deviceId, v.driver]), [['virtio0', 8, 'virtio_scsi'], ['virtio2', 5, 'none']]);
+  assert.equal(p.virtio.map((v) => [v.name, v.deviceId, v.driver, v.numaNode]), [['virtio0', 8, 'virtio_scsi', '-1'], ['virtio2', 5, 'none', '1']]);
   const [scsi, balloon] = p.virtio;
   assert.ok(hasFeature(scsi!, VIRTIO_F_VERSION_1) && hasFeature(scsi!, VIRTIO_F_ACCESS_PLATFORM));
   assert.ok(hasFeature(balloon!, VIRTIO_F_VERSION_1));

@@ -34,7 +34,9 @@ for d in /sys/bus/virtio/devices/*; do
   [ -e "$d" ] || continue
   drv=none
   [ -e "$d/driver" ] && drv=$(basename "$(readlink "$d/driver")")
-  say virtio "${d##*/}" device=$(cat "$d/device") driver=$drv features=$(cat "$d/features")
+  # numa: the node of the PCI device under it (-1 without one), to prove a device kept its expander bus's node.
+  numa=$(cat "$d/../numa_node" 2>/dev/null || echo none)
+  say virtio "${d##*/}" device=$(cat "$d/device") driver=$drv features=$(cat "$d/features") numa=$numa
 done
 
 # Each disk, CD-ROM and partition: the virtio device it sits on and the text in
