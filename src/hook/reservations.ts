@@ -20,7 +20,13 @@ import type { Io } from '../io.js';
 
 export const DEFAULT_LOCK_DIR = '/run/sev-xform';
 
-/** How long a reservation counts without the guest's status XML appearing: libvirt writes it seconds after prepare. */
+/**
+ * How long a reservation counts without the guest's status XML appearing.
+ * libvirt's qemuProcessLaunch writes that XML ("early domain status") right
+ * after forking QEMU, before exec and before guest memory is allocated;
+ * between the prepare hook and that, it only starts external helpers (swtpm,
+ * virtiofsd), builds the command line and runs the `start` hook: seconds.
+ */
 export const RESERVATION_TTL_MS = 120_000;
 
 /** How long a prepare waits for another one's check (each takes milliseconds); then it refuses. */
