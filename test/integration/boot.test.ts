@@ -304,7 +304,7 @@ for (const stack of stacks) {
   let domcaps: El | undefined;
 
   test(stack.label('prerequisites: the guest image, virt-install, libvirtd with SEV, dist/sev-xform'), () => {
-    requirePrerequisites(['virt-install', 'sfdisk', 'mkfs.fat', 'mcopy', 'objcopy'], stack);
+    requirePrerequisites(['sfdisk', 'mkfs.fat', 'mcopy', 'objcopy'], stack);
     const caps = virshOk(['domcapabilities', '--machine', 'q35'], undefined, stack);
     writeFileSync(domcapsFile, caps);
     domcaps = parseXml(caps);
@@ -341,10 +341,10 @@ for (const stack of stacks) {
       const poolNames = (): string[] => virshOk(['pool-list', '--all', '--name'], undefined, stack).split('\n').map((s) => s.trim()).filter(Boolean);
       const poolsBefore = new Set(poolNames());
       try {
-        // The host's virt-install, generating for this stack's daemon (as virt-install.test.ts does).
+        // The stack's own virt-install, generating for its daemon (as virt-install.test.ts does).
         const shapeArgs = shape.args(innerFiles);
-        const gen = run('virt-install', [
-          '--connect', stack.uri, '--print-xml', '--import', '--name', name, '--memory', String(MEMORY_MIB), '--vcpus', String(shape.vcpus ?? 1),
+        const gen = stack.virtInstall([
+          '--print-xml', '--import', '--name', name, '--memory', String(MEMORY_MIB), '--vcpus', String(shape.vcpus ?? 1),
           '--osinfo', 'linux2022', ...(shapeArgs.includes('--network') ? [] : ['--network', 'user']),
           '--serial', `file,path=${inner(log)}`, '--graphics', 'none', '--noautoconsole',
           // No TPM: virt-install adds one to UEFI guests, and it has nothing to do with this test.

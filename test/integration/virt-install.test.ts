@@ -20,12 +20,12 @@ import {
   parseXml,
   renderProblems,
   requirePrerequisites,
-  run,
   sevExpectation,
   validateSchema,
   virsh,
   virshOk,
   type El,
+  type Stack,
 } from '../support/libvirt.js';
 
 interface Variant {
@@ -33,7 +33,16 @@ interface Variant {
   args: string[];
   /** The osinfo id the variant needs; it is skipped with a reason when this osinfo-db lacks it. */
   osinfo?: string;
+  /** asks for SEV-SNP itself (`--launchSecurity sev-snp`, which virt-install writes bare) */
+  snp?: boolean;
 }
+
+/**
+ * Where the SNP variant's stateless firmware would be: Debian ships no AmdSev
+ * build, so the filter is told a path (libvirt defines and renders it without
+ * opening the file).
+ */
+const SNP_FIRMWARE = '/usr/share/OVMF/OVMF.amdsev.fd';
 
 const NIC = ['--network', 'network=default'];
 const DISK = (opts: string): string[] => ['--disk', `path=/dev/null,${opts}`];
@@ -70,33 +79,45 @@ const VARIANTS: Variant[] = [
     id: 'i440fx-bios-virtio-blk-agent',
     args: ['--osinfo', 'linux2022', '--machine', 'pc', '--boot', 'hd', ...DISK('bus=virtio'), ...NIC, '--graphics', 'none', '--channel', 'unix,target.type=virtio,name=org.qemu.guest_agent.0'],
   },
+  {
+    // Both stacks' virt-install write a bare <launchSecurity type="sev-snp"/> (no policy, no stateless firmware).
+    id: 'linux2022-uefi-launchsecurity-sev-snp',
+    snp: true,
+    args: ['--osinfo', 'linux2022', '--boot', 'uefi', ...DISK('bus=scsi'), ...NIC, '--graphics', 'none', '--launchSecurity', 'sev-snp'],
+  },
   { id: 'win10-sata-cdrom-vnc', osinfo: 'win10', args: ['--osinfo', 'win10', '--boot', 'hd', ...DISK('bus=sata'), ...DISK('device=cdrom,bus=sata'), ...NIC, '--graphics', 'vnc'] },
   { id: 'win10-uefi-virtio-blk-spice', osinfo: 'win10', args: ['--osinfo', 'win10', '--boot', 'uefi', ...DISK('bus=virtio'), ...NIC, '--graphics', 'spice'] },
   { id: 'win11-virtio-blk-tpm-spice', osinfo: 'win11', args: ['--osinfo', 'win11', '--boot', 'uefi', ...DISK('bus=virtio'), ...DISK('device=cdrom,bus=sata'), ...NIC, '--graphics', 'spice'] },
 ];
 
-let osinfoIds: Set<string> | undefined;
-/** Whether this host's osinfo-db knows the id (`virt-install --osinfo list` prints one id, or several aliases, per line). */
-function knownOsinfo(id: string): boolean {
-  if (!osinfoIds) {
-    const r = run('virt-install', ['--osinfo', 'list']);
-    if (r.code !== 0) throw new Error(`virt-install --osinfo list: ${r.stderr.trim()}`);
-    osinfoIds = new Set(r.stdout.split(/[\s,]+/).filter(Boolean));
+const osinfoIds = new Map<string, Set<string>>();
+/** Whether the stack's osinfo-db knows the id (`virt-install --osinfo list` prints one id, or several aliases, per line). */
+function knownOsinfo(stack: Stack, id: string): boolean {
+  let ids = osinfoIds.get(stack.name);
+  if (!ids) {
+    const r = stack.virtInstall(['--osinfo', 'list']);
+    if (r.code !== 0) throw new Error(`[${stack.name}] virt-install --osinfo list: ${r.stderr.trim()}`);
+    ids = new Set(r.stdout.split(/[\s,]+/).filter(Boolean));
+    osinfoIds.set(stack.name, ids);
   }
-  return osinfoIds.has(id);
+  return ids.has(id);
 }
 
 const stacks = integrationStacks('virt-install.test.ts');
 const work = mkdtempSync(join(tmpdir(), 'sevx-test-virt-install-'));
 
-// virt-install is the host's (virtinst 4.1), generating for each stack's daemon
-// over its URI: it fits the domain to that daemon's domcapabilities.
+// virt-install is each stack's own (Debian 12's virtinst 4.1 on the host, Debian
+// 13's 5.0 in the chroot), generating for that stack's daemon: it fits the domain
+// to the daemon's domcapabilities, with the defaults of its own version.
 for (const stack of stacks) {
   const domcapsFile = join(work, `${stack.name}-domcaps.xml`);
   let domcaps: El | undefined;
 
   test(stack.label('prerequisites: virt-install, libvirtd with SEV, dist/sev-xform'), () => {
-    requirePrerequisites(['virt-install'], stack);
+    requirePrerequisites([], stack);
+    const version = stack.virtInstall(['--version']);
+    assert.is(version.code, 0, `[${stack.name}] virt-install --version: ${version.stderr}`);
+    console.log(`virt-install[${stack.name}]: virt-install ${version.stdout.trim()}`);
     const caps = virshOk(['domcapabilities', '--machine', 'q35'], undefined, stack);
     writeFileSync(domcapsFile, caps);
     domcaps = parseXml(caps);
@@ -106,14 +127,14 @@ for (const stack of stacks) {
   for (const v of VARIANTS) {
     test(stack.label(`virt-install ${v.id}`), () => {
       assert.ok(domcaps, 'domcapabilities were not read (see the prerequisites test)');
-      if (v.osinfo !== undefined && !knownOsinfo(v.osinfo)) {
+      if (v.osinfo !== undefined && !knownOsinfo(stack, v.osinfo)) {
         console.log(`virt-install ${v.id}: osinfo-db here does not know ${v.osinfo}; variant not run`);
         return;
       }
       const name = `sevx-test-vi-${v.id}`;
       const pools = virsh(['pool-list', '--all', '--name'], undefined, stack);
       assert.is(pools.code, 0, `virsh pool-list: ${pools.stderr}`);
-      const gen = run('virt-install', ['--connect', stack.uri, '--print-xml', '--dry-run', '--name', name, '--memory', '2048', '--vcpus', '2', '--noautoconsole', '--disk', 'none', ...v.args]);
+      const gen = stack.virtInstall(['--print-xml', '--dry-run', '--name', name, '--memory', '2048', '--vcpus', '2', '--noautoconsole', '--disk', 'none', ...v.args]);
       assert.is(gen.code, 0, `virt-install: ${gen.stderr}`);
       assert.is(virsh(['pool-list', '--all', '--name'], undefined, stack).stdout, pools.stdout, 'virt-install --dry-run created a storage pool');
 
@@ -121,7 +142,24 @@ for (const stack of stacks) {
       assert.ok(tagged.includes(TAG), 'the tag went in');
       const input = join(work, `${stack.name}-${name}.in.xml`);
       writeFileSync(input, tagged);
-      const conv = runBin(['--domcaps', domcapsFile, '--firmware-dirs', stack.firmwareDirs.join(','), input]);
+      const host = ['--domcaps', domcapsFile, '--firmware-dirs', stack.firmwareDirs.join(',')];
+      if (v.snp) {
+        assert.match(gen.stdout, /<launchSecurity type="sev-snp"\/>/, 'virt-install wrote a bare sev-snp launchSecurity');
+        const plain = runBin([...host, input]);
+        assert.is(plain.code, 1, `an SNP request on ${stack.name} must be refused without an SNP firmware or libvirt: ${plain.stderr}`);
+        if (!stack.libvirtAtLeast('10.5.0')) {
+          // Older libvirt has no SNP at all: refused naming the version, whatever firmware is offered.
+          const withFirmware = runBin([...host, '--firmware', SNP_FIRMWARE, input]);
+          assert.is(withFirmware.code, 1, withFirmware.stderr);
+          for (const r of [plain, withFirmware]) assert.match(r.stderr, /SEV-SNP needs libvirt >= 10\.5/, r.stderr);
+          console.log(`virt-install[${stack.name}] ${v.id}: refused as it must be on libvirt ${stack.versions().libvirt}: ${plain.stderr.split('\n')[0]}`);
+          return;
+        }
+        // No descriptor on Debian offers amd-sev-snp: the refusal says what to install or pass.
+        assert.match(plain.stderr, /--firmware PATH/, plain.stderr);
+        host.push('--firmware', SNP_FIRMWARE);
+      }
+      const conv = runBin([...host, input]);
       assert.is(conv.code, 0, `dist/sev-xform refused virt-install's ${v.id}: ${conv.stderr}`);
       for (const line of conv.stderr.split('\n').filter(Boolean)) assert.match(line, /^sev-xform: warning: /, 'stderr carries only warnings');
       const output = join(work, `${stack.name}-${name}.xml`);

@@ -67,6 +67,12 @@ export interface Stack {
   argv(argv: readonly string[]): string[];
   /** A host path inside the stack's root as the stack's programs see it (the inverse of hostPath). */
   innerPath(hostPath: string): string;
+  /**
+   * The stack's own virt-install connected to its daemon: Debian 12's on the
+   * host, Debian 13's inside the chroot (as run() runs it). Paths in `args`
+   * are the stack's.
+   */
+  virtInstall(args: readonly string[]): Run;
   /** Restarts the stack's libvirtd (e.g. so that it finds a new hook), keeping the SEV emulation. */
   restart(): Run;
   /** Environment for install.sh to install into this stack (DESTDIR for a chroot). */
@@ -119,6 +125,8 @@ function makeStack(name: StackName, uri: string, root: string, parts: StackParts
       if (path !== root && !path.startsWith(`${root}/`)) throw new Error(`[${name}] ${path} is not inside the stack's root ${root}`);
       return path.slice(root.length) || '/';
     },
+    // Where virt-install runs (the host, or the chroot daemon's mount namespace), the daemon's socket is the usual one.
+    virtInstall: (args) => stack.run('virt-install', ['--connect', 'qemu:///system', ...args]),
     restart: parts.restart,
     installEnv: parts.installEnv,
     virsh: (args, input) => run('virsh', ['-c', uri, ...args], input === undefined ? {} : { input }),

@@ -39,12 +39,14 @@ CAPS_DIR=/var/cache/libvirt/qemu/capabilities
 # swtpm for TPM 2.0 domains. Debian 13 split libvirt's drivers out of
 # libvirt-daemon (Debian 12 has them all in it): secret for network disks'
 # auth, storage for virt-install (it looks disk paths up through the pool
-# APIs), network and nodedev as the Debian 12 daemon has them.
+# APIs), network and nodedev as the Debian 12 daemon has them. virtinst: the
+# tests generate Debian 13's domains with its own virt-install (5.0), run
+# inside the chroot.
 PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-secret
           libvirt-daemon-driver-storage libvirt-daemon-driver-network libvirt-daemon-driver-nodedev libvirt-clients
-          qemu-system-x86 qemu-system-modules-spice virtiofsd ovmf libxml2-utils swtpm swtpm-tools)
+          qemu-system-x86 qemu-system-modules-spice virtiofsd ovmf libxml2-utils swtpm swtpm-tools virtinst)
 # the host side: the chroot builder, and the clients the tests run against the stack
-HOST_PACKAGES=(debootstrap xmlstarlet libxml2-utils libvirt-clients virtinst)
+HOST_PACKAGES=(debootstrap xmlstarlet libxml2-utils libvirt-clients)
 MARKER=$ROOT/.sev-xform-stack
 
 t0=$EPOCHREALTIME
