@@ -137,8 +137,12 @@ function assignBusNumbers(plans: ExpanderPlan[]): void {
   }
 }
 
-/** Converts a planned expander bus; returns the address elements it re-homed, which must not be dropped. */
-function convertExpanderBus(ctx: RuleContext, devices: XmlElement, plan: ExpanderPlan, nextIndex: () => number): Set<XmlElement> {
+/**
+ * Converts a planned expander bus. Adds to `placed` the root ports it creates
+ * and every address it writes (theirs and the re-homed devices'): the rest of
+ * the rule must neither remove those ports nor drop those addresses.
+ */
+function convertExpanderBus(ctx: RuleContext, devices: XmlElement, plan: ExpanderPlan, nextIndex: () => number, placed: Set<XmlElement>): void {
   const { ctrl, index, where } = plan;
   ctrl.setAttr('model', 'pcie-expander-bus');
   const modelName = ctrl.first('model');
@@ -148,25 +152,23 @@ function convertExpanderBus(ctx: RuleContext, devices: XmlElement, plan: Expande
   else if (!target) insertOrdered(ctrl, createElement('target', [['busNr', String(plan.busNr)]]), DEVICE_CHILD_ORDER['controller']!);
   ctx.change(`pci-expander-bus index ${index} -> pcie-expander-bus (${where}${plan.busNote}): pxb is i440fx's expander bus, pxb-pcie is q35's`);
 
-  const rehomed = new Set<XmlElement>();
   let anchor = ctrl;
   let slot = 0;
   for (const addresses of plan.slots) {
     const portIndex = nextIndex();
-    const port = createElement('controller', [['type', 'pci'], ['index', String(portIndex)], ['model', 'pcie-root-port']], [
-      createElement('address', [['type', 'pci'], ['domain', '0x0000'], ['bus', hexBus(index)], ['slot', hexBus(slot++)], ['function', '0x0']]),
-    ]);
+    const portAddress = createElement('address', [['type', 'pci'], ['domain', '0x0000'], ['bus', hexBus(index)], ['slot', hexBus(slot++)], ['function', '0x0']]);
+    const port = createElement('controller', [['type', 'pci'], ['index', String(portIndex)], ['model', 'pcie-root-port']], [portAddress]);
     insertAfter(devices, anchor, port);
+    placed.add(port).add(portAddress);
     anchor = port;
     for (const address of addresses) {
       address.setAttr('bus', hexBus(portIndex));
       address.setAttr('slot', '0x00');
-      rehomed.add(address);
+      placed.add(address);
     }
     const moved = addresses.map((a) => describeDevice(a.parent!)).join(', ');
     ctx.change(`added pcie-root-port index ${portIndex} on pcie-expander-bus ${index} for ${moved}: pxb-pcie takes only PCIe ports, and the devices keep ${where}`);
   }
-  return rehomed;
 }
 
 export const machineQ35: Rule = {
@@ -195,18 +197,14 @@ export const machineQ35: Rule = {
     // New root ports are numbered after the controllers that stay.
     const pciControllers = devices.elements('controller').filter((c) => c.attr('type') === 'pci');
     let lastIndex = Math.max(0, ...pciControllers.filter((c) => KEPT_PCI_MODELS.has(c.attr('model') ?? '')).map((c) => busNumber(c.attr('index')) ?? 0));
-    const keep = new Set<XmlElement>();
-    const controllersBefore = new Set(devices.elements('controller'));
+    const placed = new Set<XmlElement>();
     const plans = pciControllers.filter((c) => c.attr('model') === 'pci-expander-bus').map((c) => planExpanderBus(ctx, devices, c));
     assignBusNumbers(plans);
-    for (const plan of plans) for (const address of convertExpanderBus(ctx, devices, plan, () => ++lastIndex)) keep.add(address);
-    // The root ports just added, with their addresses on the expanders.
-    const added = new Set(devices.elements('controller').filter((c) => !controllersBefore.has(c)));
-    for (const port of added) for (const a of port.elements('address')) keep.add(a);
+    for (const plan of plans) convertExpanderBus(ctx, devices, plan, () => ++lastIndex, placed);
 
     let dropped = 0;
     for (const address of descendants(devices, 'address')) {
-      if (address.attr('type') === 'pci' && !keep.has(address)) {
+      if (address.attr('type') === 'pci' && !placed.has(address)) {
         removeElement(address);
         dropped++;
       }
@@ -214,7 +212,7 @@ export const machineQ35: Rule = {
     if (dropped) ctx.change(`dropped ${dropped} i440fx PCI address(es): libvirt assigns q35 ones`);
 
     for (const ctrl of devices.elements('controller')) {
-      if (added.has(ctrl)) continue;
+      if (placed.has(ctrl)) continue;
       const t = ctrl.attr('type');
       const model = ctrl.attr('model');
       if (t === 'pci' && model === 'pci-root') {
