@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN } from '../support/bin.js';
 import { HOST_ARGS, convert, fixture, liveStatus, hookEnvsFor, uuidN, type HookEnv } from '../fixtures-hook/env.js';
+import { OPTION_LIKE_NAMES } from '../support/hostile-names.js';
 
 const URN = 'urn:sev-xform:domain:1';
 const QEMU_NS = 'http://libvirt.org/schemas/domain/qemu/1.0';
@@ -97,23 +98,10 @@ function inMetadata(xml: string, content: string): string {
 // ---- 1. domain names are data, never options
 
 /** Names libvirt accepts (anything without '/' or newline) that look like options, shell or nothing. */
-export const HOSTILE_NAMES = [
-  '--help',
-  '--domain=x',
-  '--operation=x',
-  '--extra=',
-  '--no-extra',
-  '--help=false',
-  '--no-help',
-  '--_',
-  '--get-yargs-completions',
+const HOSTILE_NAMES = [
+  ...OPTION_LIKE_NAMES,
   '--version',
   '--sub-operation=start',
-  '-web',
-  '--',
-  '-h',
-  '-',
-  '',
   'hook',
   'prepare',
   'two words',

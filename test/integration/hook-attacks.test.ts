@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runBin } from '../support/bin.js';
 import { HOOK, hookInstallation } from '../support/hook-install.js';
+import { OPTION_LIKE_NAMES } from '../support/hostile-names.js';
 import { addTag, integrationStacks, run, runnableVirtTypeOn, virsh, virshOk } from '../support/libvirt.js';
 
 const URN = 'urn:sev-xform:domain:1';
@@ -22,22 +23,9 @@ const MiB = 1024 * 1024;
 /** What a command in a domain name would create, relative to the hook's working folder (/ under libvirtd). */
 const PWNED = 'hook12-pwned';
 
-/** Names libvirt accepts (no '/' or newline) that look like options or shell; a few carry this suite's prefix. */
+/** Names libvirt accepts (no '/' or newline) that look like options or shell; the shell-like ones carry this suite's prefix. */
 const HOSTILE_NAMES = [
-  '--help',
-  '--domain=x',
-  '--operation=x',
-  '--extra=',
-  '--no-extra',
-  '--help=false',
-  '--no-help',
-  '--_',
-  '--get-yargs-completions',
-  '-web',
-  '--',
-  '-h',
-  '-',
-  '',
+  ...OPTION_LIKE_NAMES,
   'hook12 two words',
   `hook12 it's "quoted"`,
   // No '/' (libvirt refuses it): the file would land in the hook's working folder, / under libvirtd.

@@ -8,6 +8,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 STATE=${SEVX_STATE_DIR:-/run/sev-xform-test}/started
 log() { echo "restart.sh: $*" >&2; }
 
@@ -22,13 +24,7 @@ if [ -r /run/libvirtd.pid ]; then
   [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = libvirtd ] || pid=""
 fi
 if [ -n "$pid" ]; then
-  kill -TERM "$pid"
-  for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "libvirtd $pid ignored SIGTERM for 15s, killing it"
-    kill -KILL "$pid"
-    sleep 0.5
-  fi
+  stop_process libvirtd "$pid"
   log "stopped libvirtd $pid"
 else
   log "no libvirtd in /run/libvirtd.pid; setup.sh starts one"

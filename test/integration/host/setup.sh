@@ -27,6 +27,9 @@ PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-
 t0=$EPOCHREALTIME
 log() { echo "setup.sh: $*" >&2; }
 die() { echo "setup.sh: ERROR: $*" >&2; exit 1; }
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 
 [ "$(id -u)" = 0 ] || die "must run as root"
 for v in SEV_CBITPOS SEV_REDUCED_PHYS_BITS SEV_MAX_GUESTS SEV_MAX_ES_GUESTS TRIES; do
@@ -108,11 +111,7 @@ start_daemon() {
 stop_libvirtd() {
   local pid; pid=$(daemon_pid libvirtd)
   [ -n "$pid" ] || return 0
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  log "libvirtd $pid ignored SIGTERM for 15s, killing it"
-  kill -KILL "$pid" 2>/dev/null || true
-  sleep 0.5
+  stop_process libvirtd "$pid"
 }
 
 wait_virsh() {
@@ -222,8 +221,6 @@ caps_file() {
   { grep -lF "<emulator>$EMULATOR</emulator>" "$CAPS_DIR"/*.xml 2>/dev/null || true; } | head -n1
 }
 
-here=$(cd "$(dirname "$0")" && pwd)
-
 # The host facts libvirt compares with a KVM cache before trusting it, in its
 # own formats: `uname -r` `uname -v`; the first CPU's microcode as a number;
 # "vendor, model name, family: F, model: M, stepping: S".
@@ -243,20 +240,7 @@ patch_kvm() {
 patch_caps() {
   local f=$1 pdh certchain
   if [ "$kvm" = emulated ]; then patch_kvm "$f"; record kvm-caps; fi
-  pdh=$(printf 'sev-xform-test-pdh' | base64 -w0)
-  certchain=$(printf 'sev-xform-test-cert-chain' | base64 -w0)
-  xmlstarlet ed -L \
-    -d "/qemuCaps/flag[@name='sev-guest']" \
-    -d "/qemuCaps/sev" \
-    -s /qemuCaps -t elem -n flag -i '$prev' -t attr -n name -v sev-guest \
-    -s /qemuCaps -t elem -n sev \
-    -s /qemuCaps/sev -t elem -n cbitpos -v "$SEV_CBITPOS" \
-    -s /qemuCaps/sev -t elem -n reducedPhysBits -v "$SEV_REDUCED_PHYS_BITS" \
-    -s /qemuCaps/sev -t elem -n pdh -v "$pdh" \
-    -s /qemuCaps/sev -t elem -n certChain -v "$certchain" \
-    -s /qemuCaps/sev -t elem -n maxGuests -v "$SEV_MAX_GUESTS" \
-    -s /qemuCaps/sev -t elem -n maxESGuests -v "$SEV_MAX_ES_GUESTS" \
-    "$f"
+  sev_caps_patch "$f" sev-guest
 }
 
 patched=0

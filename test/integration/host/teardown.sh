@@ -16,6 +16,8 @@ STATE_DIR=${SEVX_STATE_DIR:-/run/sev-xform-test}
 STATE=$STATE_DIR/started
 log() { echo "teardown.sh: $*" >&2; }
 [ "$(id -u)" = 0 ] || { echo "teardown.sh: ERROR: must run as root" >&2; exit 1; }
+# shellcheck source=lib.sh
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
 started() { [ -f "$STATE" ] && grep -qxF "$1" "$STATE"; }
 
@@ -28,12 +30,10 @@ pidfile_pid() {
   return 0
 }
 
+# stop_process, then a line saying so.
 stop_pid() {
-  local name=$1 pid=$2
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || { log "stopped $name ($pid)"; return 0; }; sleep 0.1; done
-  log "$name ($pid) ignored SIGTERM for 15s, killing it"
-  kill -KILL "$pid" 2>/dev/null || true
+  stop_process "$1" "$2"
+  log "stopped $1 ($2)"
 }
 
 removed=0

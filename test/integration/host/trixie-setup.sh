@@ -52,6 +52,8 @@ MARKER=$ROOT/.sev-xform-stack
 t0=$EPOCHREALTIME
 log() { echo "trixie-setup.sh: $*" >&2; }
 die() { echo "trixie-setup.sh: ERROR: $*" >&2; exit 1; }
+# shellcheck source=lib.sh
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 secs() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.1f", b - a}'; }
 
 [ "$(id -u)" = 0 ] || die "must run as root"
@@ -103,15 +105,6 @@ archive_uri() {
 }
 
 # --- 2. the chroot (cached) ----------------------------------------------------
-daemon_pid() { # NAME: its pid from our state file, if that process is alive and is NAME
-  local f=$STATE_DIR/$1.pid pid
-  [ -r "$f" ] || return 0
-  pid=$(tr -dc 0-9 <"$f")
-  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ] &&
-    [ "$(readlink "/proc/$pid/root")" = "$ROOT" ] && echo "$pid"
-  return 0
-}
-
 chroot_complete() {
   [ -f "$MARKER" ] && [ -x "$ROOT$EMULATOR" ] && [ -x "$ROOT/usr/sbin/libvirtd" ] || return 1
   local p
@@ -122,7 +115,7 @@ build_chroot() {
   local mirror partial=$ROOT.partial t
   mirror=$(archive_uri)
   [ -n "$mirror" ] || die "no package archive URI found in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list (set SEVX_TRIXIE_MIRROR)"
-  [ -z "$(daemon_pid libvirtd)$(daemon_pid virtlogd)" ] || die "daemons of an incomplete chroot are running: run trixie-teardown.sh first"
+  [ -z "$(chroot_daemon_pid libvirtd)$(chroot_daemon_pid virtlogd)" ] || die "daemons of an incomplete chroot are running: run trixie-teardown.sh first"
   ! grep -qF " $ROOT" /proc/mounts || die "something is mounted under $ROOT on the host: unmount it first"
   log "building a Debian $SUITE chroot in $ROOT from $mirror (about 2 minutes)"
   rm -rf "$partial" "$ROOT"
@@ -165,7 +158,7 @@ add_packages() {
 
 built=cached
 if ! chroot_complete; then
-  if [ -f "$MARKER" ] && [ -x "$ROOT$EMULATOR" ] && [ -z "$(daemon_pid libvirtd)" ]; then
+  if [ -f "$MARKER" ] && [ -x "$ROOT$EMULATOR" ] && [ -z "$(chroot_daemon_pid libvirtd)" ]; then
     add_packages; built=updated
   elif [ -f "$MARKER" ] && [ -x "$ROOT$EMULATOR" ]; then
     die "the running $SUITE stack lacks packages: run trixie-teardown.sh, then this again"
@@ -202,13 +195,9 @@ wait_virsh() {
 
 stop_daemon() {
   local name=$1 pid
-  pid=$(daemon_pid "$name")
+  pid=$(chroot_daemon_pid "$name")
   [ -n "$pid" ] || return 0
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || { rm -f "$STATE_DIR/$name.pid"; return 0; }; sleep 0.1; done
-  log "$name $pid ignored SIGTERM for 15s, killing it"
-  kill -KILL "$pid" 2>/dev/null || true
-  sleep 0.5
+  stop_process "$name" "$pid"
   rm -f "$STATE_DIR/$name.pid"
 }
 
@@ -270,7 +259,7 @@ start_daemons() {
     cp "$root/run/libvirtd.pid" "$state/libvirtd.pid"; cp "$root/run/virtlogd.pid" "$state/virtlogd.pid"
     if [ "$fake_kvm" = 1 ]; then echo emulated; else echo real; fi >"$state/kvm"
   ' trixie-run "$ROOT" "$STATE_DIR" "$FAKE_KVM" || die "starting the $SUITE daemons failed"
-  local pid; pid=$(daemon_pid libvirtd)
+  local pid; pid=$(chroot_daemon_pid libvirtd)
   [ -n "$pid" ] || die "libvirtd -d did not leave a running libvirtd (see $ROOT/var/log/libvirt/libvirtd.log)"
   ln -sfn "/proc/$pid/root/run/libvirt/libvirt-sock" "$SOCK"
   wait_virsh
@@ -281,17 +270,17 @@ start_daemons() {
 # Also when the running daemons' /dev/kvm is of the other kind (real or emulated).
 kvm_mode=$([ "$FAKE_KVM" = 1 ] && echo emulated || echo real)
 kvm_changed=0
-[ -z "$(daemon_pid libvirtd)" ] || [ "$(cat "$STATE_DIR/kvm" 2>/dev/null)" = "$kvm_mode" ] || kvm_changed=1
-if { ((conf_changed)) || ((kvm_changed)) || [ "${SEVX_TRIXIE_RESTART:-0}" = 1 ]; } && [ -n "$(daemon_pid libvirtd)" ]; then
+[ -z "$(chroot_daemon_pid libvirtd)" ] || [ "$(cat "$STATE_DIR/kvm" 2>/dev/null)" = "$kvm_mode" ] || kvm_changed=1
+if { ((conf_changed)) || ((kvm_changed)) || [ "${SEVX_TRIXIE_RESTART:-0}" = 1 ]; } && [ -n "$(chroot_daemon_pid libvirtd)" ]; then
   log "restarting the $SUITE daemons$( ((conf_changed)) && echo " to pick up $conf")$( ((kvm_changed)) && echo " with a $kvm_mode /dev/kvm")"
   stop_daemon libvirtd; stop_daemon virtlogd
 fi
-if [ -z "$(daemon_pid libvirtd)" ]; then
+if [ -z "$(chroot_daemon_pid libvirtd)" ]; then
   stop_daemon virtlogd
   start_daemons
-  log "started the $SUITE libvirtd ($(daemon_pid libvirtd))"
+  log "started the $SUITE libvirtd ($(chroot_daemon_pid libvirtd))"
 else
-  ln -sfn "/proc/$(daemon_pid libvirtd)/root/run/libvirt/libvirt-sock" "$SOCK"
+  ln -sfn "/proc/$(chroot_daemon_pid libvirtd)/root/run/libvirt/libvirt-sock" "$SOCK"
 fi
 wait_virsh
 
@@ -320,22 +309,8 @@ host_cpu_signature() {
 }
 
 patch_caps() {
-  local f=$1 pdh certchain
-  pdh=$(printf 'sev-xform-test-pdh' | base64 -w0)
-  certchain=$(printf 'sev-xform-test-cert-chain' | base64 -w0)
-  xmlstarlet ed -L \
-    -d "/qemuCaps/flag[@name='sev-guest']" -d "/qemuCaps/flag[@name='sev-snp-guest']" \
-    -d "/qemuCaps/sev" \
-    -s /qemuCaps -t elem -n flag -i '$prev' -t attr -n name -v sev-guest \
-    -s /qemuCaps -t elem -n flag -i '$prev' -t attr -n name -v sev-snp-guest \
-    -s /qemuCaps -t elem -n sev \
-    -s /qemuCaps/sev -t elem -n cbitpos -v "$SEV_CBITPOS" \
-    -s /qemuCaps/sev -t elem -n reducedPhysBits -v "$SEV_REDUCED_PHYS_BITS" \
-    -s /qemuCaps/sev -t elem -n pdh -v "$pdh" \
-    -s /qemuCaps/sev -t elem -n certChain -v "$certchain" \
-    -s /qemuCaps/sev -t elem -n maxGuests -v "$SEV_MAX_GUESTS" \
-    -s /qemuCaps/sev -t elem -n maxESGuests -v "$SEV_MAX_ES_GUESTS" \
-    "$f"
+  local f=$1
+  sev_caps_patch "$f" sev-guest sev-snp-guest
   [ "$FAKE_KVM" = 1 ] || return 0
   # Without a working /dev/kvm QEMU was probed with TCG only: claim KVM with
   # the TCG data (running-converted-guests.md), so kvm-typed domains define.

@@ -14,27 +14,13 @@ URI="qemu+unix:///system?socket=$SOCK"
 PREFIX=sevx-test-
 log() { echo "trixie-teardown.sh: $*" >&2; }
 [ "$(id -u)" = 0 ] || { echo "trixie-teardown.sh: ERROR: must run as root" >&2; exit 1; }
+# shellcheck source=lib.sh
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
-daemon_pid() {
-  local f=$STATE_DIR/$1.pid pid
-  [ -r "$f" ] || return 0
-  pid=$(tr -dc 0-9 <"$f")
-  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ] &&
-    [ "$(readlink "/proc/$pid/root")" = "$ROOT" ] && echo "$pid"
-  return 0
-}
-
-stop_pid() {
-  local name=$1 pid=$2
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  log "$name ($pid) ignored SIGTERM for 15s, killing it"
-  kill -KILL "$pid" 2>/dev/null || true
-}
 
 # --- 1. test domains -----------------------------------------------------------
 removed=0
-if [ -n "$(daemon_pid libvirtd)" ] && virsh -c "$URI" version >/dev/null 2>&1; then
+if [ -n "$(chroot_daemon_pid libvirtd)" ] && virsh -c "$URI" version >/dev/null 2>&1; then
   while read -r dom; do
     [[ $dom == "$PREFIX"* ]] || continue
     virsh -c "$URI" destroy "$dom" >/dev/null 2>&1 || true
@@ -51,15 +37,15 @@ fi
 # --- 2. daemons, then whatever else still runs inside the chroot ----------------
 stopped=()
 for name in libvirtd virtlogd; do
-  pid=$(daemon_pid "$name")
-  if [ -n "$pid" ]; then stop_pid "$name" "$pid"; stopped+=("$name"); fi
+  pid=$(chroot_daemon_pid "$name")
+  if [ -n "$pid" ]; then stop_process "$name" "$pid"; stopped+=("$name"); fi
 done
 if [ -d "$ROOT" ]; then
   for p in /proc/[0-9]*; do
     [ "$(readlink "$p/root" 2>/dev/null)" = "$ROOT" ] || continue
     pid=${p#/proc/}
     log "stopping $(cat "$p/comm" 2>/dev/null) ($pid), still running in $ROOT"
-    stop_pid "$(cat "$p/comm" 2>/dev/null)" "$pid"; stopped+=("$(cat "$p/comm" 2>/dev/null || echo "$pid")")
+    stop_process "$(cat "$p/comm" 2>/dev/null)" "$pid"; stopped+=("$(cat "$p/comm" 2>/dev/null || echo "$pid")")
   done
 fi
 rm -rf "$STATE_DIR"
