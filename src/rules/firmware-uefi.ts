@@ -14,14 +14,23 @@ function varsTemplateFor(code: string): string | undefined {
   return i < 0 ? undefined : code.slice(0, i) + 'VARS' + code.slice(i + 4);
 }
 
-function explicitLoader(ctx: RuleContext, os: XmlElement, path: string): void {
-  const loader = os.first('loader');
-  const wasUefi = os.attr('firmware') === 'efi' || isUefiLoader(loader);
+/**
+ * `--firmware PATH` replaces libvirt's auto-selection: keeping `<os firmware>`
+ * would let libvirt pick another loader. Returns whether the guest booted via
+ * UEFI before.
+ */
+function leaveAutoSelection(ctx: RuleContext, os: XmlElement): boolean {
+  const wasUefi = os.attr('firmware') === 'efi' || isUefiLoader(os.first('loader'));
   if (os.attr('firmware') !== undefined) {
-    // An explicit loader replaces auto-selection; keeping both would let libvirt pick another one.
     os.removeAttr('firmware');
-    ctx.change("removed <os firmware>: --firmware gives the loader explicitly");
+    ctx.change('removed <os firmware>: --firmware gives the loader explicitly');
   }
+  return wasUefi;
+}
+
+function explicitLoader(ctx: RuleContext, os: XmlElement, path: string): void {
+  const wasUefi = leaveAutoSelection(ctx, os);
+  const loader = os.first('loader');
   if (!loader) {
     insertOrdered(os, createElement('loader', [['readonly', 'yes'], ['type', 'pflash']], path), OS_ORDER);
     ctx.change(`added <loader readonly='yes' type='pflash'>${path}</loader>: SEV guests boot with OVMF`);
@@ -69,12 +78,8 @@ function refuseSecureBoot(os: XmlElement): void {
 
 /** `--firmware PATH` for SEV-SNP: the AmdSev build is loaded whole as a ROM (`-bios`), with no NVRAM. */
 function snpExplicitLoader(ctx: RuleContext, os: XmlElement, path: string): void {
+  const wasUefi = leaveAutoSelection(ctx, os);
   const loader = os.first('loader');
-  const wasUefi = os.attr('firmware') === 'efi' || isUefiLoader(loader);
-  if (os.attr('firmware') !== undefined) {
-    os.removeAttr('firmware');
-    ctx.change('removed <os firmware>: --firmware gives the loader explicitly');
-  }
   const features = os.first('firmware');
   if (features) {
     removeElement(features);

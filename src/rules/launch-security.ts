@@ -143,6 +143,37 @@ function setChild(ctx: RuleContext, ls: XmlElement, name: string, value: string,
   }
 }
 
+/** What writeLaunchSecurity writes: the model's element, the host's bits and the policy as text. */
+interface LaunchSecurityText {
+  type: 'sev' | 'sev-snp';
+  cbitpos: string;
+  rpb: string;
+  policy: string;
+  /** where the policy came from, and whether it is the domain's own (then its text stays as written) */
+  source: string;
+  fromDomain: boolean;
+  /** why the element is needed, for the change line */
+  why: string;
+  order: readonly string[];
+}
+
+/** Adds <launchSecurity>, or brings an existing one to the host's bits and the wanted policy. */
+function writeLaunchSecurity(ctx: RuleContext, existing: XmlElement | undefined, ls: LaunchSecurityText): void {
+  if (!existing) {
+    const el = createElement('launchSecurity', [['type', ls.type]], [
+      createElement('cbitpos', [], ls.cbitpos),
+      createElement('reducedPhysBits', [], ls.rpb),
+      createElement('policy', [], ls.policy),
+    ]);
+    insertOrdered(ctx.domain, el, DOMAIN_ORDER);
+    ctx.change(`added <launchSecurity type='${ls.type}'> with policy ${ls.policy} (from ${ls.source}), cbitpos ${ls.cbitpos}, reducedPhysBits ${ls.rpb}: ${ls.why}`);
+    return;
+  }
+  setChild(ctx, existing, 'cbitpos', ls.cbitpos, "the C-bit position is the host's (domcapabilities)", ls.order);
+  setChild(ctx, existing, 'reducedPhysBits', ls.rpb, "the address-bit reduction is the host's (domcapabilities)", ls.order);
+  if (!ls.fromDomain) setChild(ctx, existing, 'policy', ls.policy, `${ls.type === 'sev-snp' ? 'SEV-SNP policy' : 'policy'} from ${ls.source}`, ls.order);
+}
+
 /** cbitpos and reducedPhysBits are the host's; SEV and SEV-SNP both read them from domcapabilities <sev>. */
 function hostEncryptionBits(ctx: RuleContext, what: string): { cbitpos: string; rpb: string } {
   const caps = ctx.host.caps();
@@ -243,21 +274,10 @@ function applySnp(ctx: RuleContext, existing: XmlElement | undefined, requested:
   checkSnpFirmware(ctx);
   if (wanted.policy & SNP_POLICY_DEBUG)
     ctx.warn(`SEV-SNP policy ${formatSnpPolicy(wanted.policy)} allows debugging (bit 19, 0x80000): the host can then read and write guest memory`);
-  const policyText = formatSnpPolicy(wanted.policy);
-  const order = LAUNCH_SECURITY_SNP_ORDER;
-  if (!existing) {
-    const ls = createElement('launchSecurity', [['type', 'sev-snp']], [
-      createElement('cbitpos', [], cbitpos),
-      createElement('reducedPhysBits', [], rpb),
-      createElement('policy', [], policyText),
-    ]);
-    insertOrdered(domain, ls, DOMAIN_ORDER);
-    ctx.change(`added <launchSecurity type='sev-snp'> with policy ${policyText} (from ${wanted.source}), cbitpos ${cbitpos}, reducedPhysBits ${rpb}: without it the guest's memory is neither encrypted nor integrity-protected`);
-  } else {
-    setChild(ctx, existing, 'cbitpos', cbitpos, "the C-bit position is the host's (domcapabilities)", order);
-    setChild(ctx, existing, 'reducedPhysBits', rpb, "the address-bit reduction is the host's (domcapabilities)", order);
-    if (!wanted.fromDomain) setChild(ctx, existing, 'policy', policyText, `SEV-SNP policy from ${wanted.source}`, order);
-  }
+  writeLaunchSecurity(ctx, existing, {
+    type: 'sev-snp', cbitpos, rpb, policy: formatSnpPolicy(wanted.policy), source: wanted.source, fromDomain: wanted.fromDomain,
+    why: "without it the guest's memory is neither encrypted nor integrity-protected", order: LAUNCH_SECURITY_SNP_ORDER,
+  });
   checkSnpBlobs(domain.first('launchSecurity')!);
   kernelHashesNeedKernel(domain);
 }
@@ -282,21 +302,10 @@ export const launchSecurity: Rule = {
     checkHostCanRun(ctx, wanted.policy);
     if ((wanted.policy & (POLICY_NODBG | POLICY_NOKS)) !== (POLICY_NODBG | POLICY_NOKS))
       ctx.warn(`policy ${formatPolicy(wanted.policy)} allows debugging or key sharing (bits 0x1/0x2 not both set): the host can then read guest memory`);
-    const policyText = formatPolicy(wanted.policy);
-
-    if (!existing) {
-      const ls = createElement('launchSecurity', [['type', 'sev']], [
-        createElement('cbitpos', [], cbitpos),
-        createElement('reducedPhysBits', [], rpb),
-        createElement('policy', [], policyText),
-      ]);
-      insertOrdered(domain, ls, DOMAIN_ORDER);
-      ctx.change(`added <launchSecurity type='sev'> with policy ${policyText} (from ${wanted.source}), cbitpos ${cbitpos}, reducedPhysBits ${rpb}: without it the guest's memory is not encrypted`);
-    } else {
-      setChild(ctx, existing, 'cbitpos', cbitpos, "the C-bit position is the host's (domcapabilities)");
-      setChild(ctx, existing, 'reducedPhysBits', rpb, "the address-bit reduction is the host's (domcapabilities)");
-      if (!wanted.fromDomain) setChild(ctx, existing, 'policy', policyText, `policy from ${wanted.source}`);
-    }
+    writeLaunchSecurity(ctx, existing, {
+      type: 'sev', cbitpos, rpb, policy: formatPolicy(wanted.policy), source: wanted.source, fromDomain: wanted.fromDomain,
+      why: "without it the guest's memory is not encrypted", order: LAUNCH_SECURITY_ORDER,
+    });
     kernelHashesNeedKernel(domain);
   },
 };
